@@ -1,0 +1,220 @@
+"""`scalesweep`: the command line, a thin layer over orchestrator.sweep.
+
+Exit codes scripts can trust:
+  0  everything asked for finished
+  1  the sweep ran, but some trials failed or diverged
+  2  bad input (spec, workload, arguments); nothing was launched
+  3  the tracking store or the cluster could not be reached
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator import sweep
+from orchestrator.spec import SpecError, SweepSpec, load_spec
+from orchestrator.store import TrackingUnavailable
+
+EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
+DEMO_SPEC = Path(__file__).resolve().parent.parent / "examples" / "mnist1d_demo.yaml"
+
+app = typer.Typer(
+    help="Scaling-law sweeps: a grid of model size x data size trained on Ray, recorded in MLflow, fitted and reported.\n\n"
+    "Exit codes: 0 done, 1 some trials failed, 2 bad input (nothing launched), 3 tracking store or cluster unreachable.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+SpecArg = typer.Argument(..., help="sweep spec (YAML): workload, axes, params, resources, tracking", show_default=False)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def read_spec(path: Path) -> SweepSpec:
+    try:
+        return load_spec(path)
+    except SpecError as e:
+        raise fail(str(e), EXIT_BAD_INPUT) from None
+
+
+@contextmanager
+def guarded():
+    """Turn the library's errors into exit codes, in one place."""
+    try:
+        yield
+    except SpecError as e:
+        raise fail(str(e), EXIT_BAD_INPUT) from None
+    except TrackingUnavailable as e:
+        raise fail(str(e), EXIT_UNREACHABLE) from None
+    except ConnectionError as e:
+        raise fail(f"cannot reach the Ray cluster: {e}", EXIT_UNREACHABLE) from None
+
+
+def fmt_flops(flops: float) -> str:
+    return f"{flops:.3g}"
+
+
+@app.command()
+def plan(spec_path: Path = SpecArg, offline: bool = typer.Option(False, help="do not look up finished trials in MLflow")):
+    """Show the trial table and total compute, and how many trials are already finished. Launches nothing."""
+    spec = read_spec(spec_path)
+    with guarded():
+        plan_ = sweep.plan_sweep(spec, None if offline else sweep.open_store(spec), confirmed=True)
+    table = Table(title=f"{spec.name}: {len(plan_.trials)} trials of {spec.workload}")
+    for column in ("trial_key", *spec.axes, "N (params)", "D (samples)", "C (FLOPs)", "done"):
+        table.add_column(column)
+    for trial in plan_.trials:
+        table.add_row(
+            trial.key,
+            *(str(trial.config[a]) for a in spec.axes),
+            str(trial.size.n_params),
+            str(trial.size.n_samples),
+            fmt_flops(trial.size.train_flops),
+            "yes" if trial.key in plan_.finished else "",
+        )
+    out.print(table)
+    out.print(
+        f"total compute {fmt_flops(plan_.total_flops)} FLOPs; {len(plan_.finished & {t.key for t in plan_.trials})} finished, "
+        f"{len(plan_.todo)} to run"
+    )
+    if spec.grid_size > spec.execution.max_trials:
+        out.print(f"[yellow]the grid exceeds execution.max_trials={spec.execution.max_trials}: `run` needs --yes[/yellow]")
+
+
+@app.command()
+def run(
+    spec_path: Path = SpecArg,
+    address: Optional[str] = typer.Option(None, help="join an existing Ray cluster (e.g. 'auto' or 'HOST:6379') instead of starting a local one"),
+    num_cpus: Optional[int] = typer.Option(None, help="CPUs for a new local Ray (default: all)"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="confirm a grid larger than execution.max_trials"),
+    progress: bool = typer.Option(True, help="show a live progress bar"),
+):
+    """Run every trial of SPEC that has no FINISHED run in MLflow yet (so running it again resumes)."""
+    spec = read_spec(spec_path)
+    with guarded():
+        outcome = sweep.run_sweep(spec, address=address, num_cpus=num_cpus, confirmed=yes, progress=progress)
+    print_outcome(spec, outcome)
+    raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)
+
+
+def print_outcome(spec: SweepSpec, outcome: sweep.SweepOutcome) -> None:
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items())) or "nothing to run"
+    out.print(
+        f"sweep {spec.name}: {outcome.n_trials} trials, {outcome.n_skipped} already finished, "
+        f"{outcome.n_submitted} submitted ({counts}) in {outcome.wall_s:.1f} s; parent run {outcome.parent_run_id}"
+    )
+
+
+@app.command()
+def status(spec_path: Path = SpecArg, trials: bool = typer.Option(False, "--trials", help="list every trial")):
+    """The state of a sweep, read from MLflow alone: works while it runs, after a crash, from another machine."""
+    spec = read_spec(spec_path)
+    with guarded():
+        parent, frame, grid_size = sweep.sweep_status(spec)
+    if parent is None:
+        out.print(f"sweep {spec.name}: not started ({grid_size} trials in the grid)")
+        return
+    counts = frame["status"].value_counts().to_dict() if not frame.empty else {}
+    pending = grid_size - len(frame)
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    out.print(f"sweep {spec.name} (parent run {parent}): {grid_size} trials: {summary or 'none recorded'}, {pending} pending")
+    if trials and not frame.empty:
+        table = Table()
+        columns = ["trial_key", "status", *[a for a in spec.axes if a in frame], "n_params", "n_samples"]
+        columns += [m for m in ("train_error", "test_error") if m in frame]
+        for column in columns:
+            table.add_column(column)
+        for _, row in frame[columns].iterrows():
+            table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+        out.print(table)
+
+
+@app.command()
+def fit(spec_path: Path = SpecArg, n_boot: int = typer.Option(200, help="bootstrap resamples for the CIs")):
+    """Fit test error vs model size (E + A*N^-alpha) per data size; print summaries, log fits.json to MLflow."""
+    spec = read_spec(spec_path)
+    with guarded():
+        fits, skipped = sweep.fit_sweep(spec, n_boot=n_boot)
+    for result in fits:
+        out.print(result.summary(), highlight=False, markup=False)
+    for reason in skipped:
+        out.print(f"[yellow]not fitted:[/yellow] {reason}")
+    if not fits:
+        raise typer.Exit(EXIT_TRIALS_FAILED)
+
+
+@app.command()
+def report(
+    spec_path: Path = SpecArg,
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="folder for the files (default: reports/<sweep name>)"),
+):
+    """Write the heatmap, curves (PNG), an interactive HTML page and fits.json; log them to the sweep's parent run."""
+    spec = read_spec(spec_path)
+    target = out_dir or Path("reports") / spec.name
+    with guarded():
+        written = sweep.report_sweep(spec, target)
+    for path in written:
+        out.print(f"wrote {path}")
+
+
+def tracking_ui_command(uri: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+
+
+@app.command()
+def ui(spec_path: Path = SpecArg, port: int = typer.Option(5000, help="port on 127.0.0.1")):
+    """Start the MLflow UI on 127.0.0.1 for the spec's tracking store and print the sweep's URL."""
+    spec = read_spec(spec_path)
+    uri = spec.tracking.uri
+    with guarded():
+        store = sweep.open_store(spec)
+        parent = store.find_sweep(spec.name)
+    base = uri if uri.startswith("http") else f"http://127.0.0.1:{port}"
+    out.print(f"sweep {spec.name}: {store.run_url(base, parent) if parent else base}")
+    if uri.startswith("http"):
+        return
+    out.print("MLflow UI listening on 127.0.0.1 only; press Ctrl-C to stop")
+    raise typer.Exit(subprocess.call(tracking_ui_command(uri, port)))
+
+
+@app.command()
+def demo(
+    spec_path: Path = typer.Option(DEMO_SPEC, "--spec", help="the demo spec"),
+    num_cpus: Optional[int] = typer.Option(None, help="CPUs for local Ray (default: all)"),
+):
+    """Run the MNIST-1D double-descent demo end to end: sweep on local Ray, fits, report."""
+    spec = read_spec(spec_path)
+    with guarded():
+        outcome = sweep.run_sweep(spec, num_cpus=num_cpus)
+        print_outcome(spec, outcome)
+        fits, skipped = sweep.fit_sweep(spec)
+        for result in fits:
+            out.print(result.summary(), highlight=False, markup=False)
+        for reason in skipped:
+            out.print(f"[yellow]not fitted:[/yellow] {reason}")
+        written = sweep.report_sweep(spec, Path("reports") / spec.name)
+    out.print(f"report: {written[0].parent.resolve()}/report.html (also logged to the sweep's MLflow run)")
+    out.print(f"MLflow UI: scalesweep ui {spec_path}")
+    raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""MLflow, the only record of a sweep: one parent run per sweep, one child run per trial.
+
+Only this module imports mlflow. It passes run ids explicitly through `MlflowClient` (never the
+fluent API's active-run stack) and writes each trial's metrics with `log_batch`, never one call
+per value. `finished_trial_keys` is what makes `run` resumable: a trial with a FINISHED child run
+is never submitted again, and a trial's unfinished run is reused rather than duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+from urllib.parse import urlparse
+
+import requests
+from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.tracking import MlflowClient
+
+# MLflow's per-call limits for log_batch.
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+MAX_TAGS_PER_BATCH = 100
+MAX_TAG_CHARS = 5000
+
+PARENT_TAG = "mlflow.parentRunId"
+ROLE_TAG = "scalesweep.role"  # "sweep" on the parent, "trial" on children
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking store cannot be reached or opened."""
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A trial's child run as stored: enough to resume, report status or load results."""
+
+    run_id: str
+    trial_key: str
+    run_status: str  # MLflow's: RUNNING, FINISHED, FAILED, KILLED
+    status: str  # ours: running, finished, failed, diverged
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+    start_time: int | None
+    end_time: int | None
+
+
+def with_sqlite_busy_timeout(uri: str, seconds: int = 60) -> str:
+    """SQLite locks the whole file per write; wait for a reader or writer instead of failing."""
+    if uri.startswith("sqlite:///") and "timeout=" not in uri:
+        return f"{uri}{'&' if '?' in uri else '?'}timeout={seconds}"
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, before any trial launches, when a tracking server does not answer."""
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    try:
+        response = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+    except requests.RequestException as err:
+        raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable: {err.__class__.__name__}") from None
+    if response.status_code != 200:
+        raise TrackingUnavailable(f"MLflow tracking server {uri} answered /health with HTTP {response.status_code}")
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _tag_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text[:MAX_TAG_CHARS]
+
+
+class SweepStore:
+    """A sweep's MLflow experiment: open the parent run, record trials, read them back."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None):
+        self.tracking_uri = with_sqlite_busy_timeout(tracking_uri)
+        self.experiment_name = experiment
+        self._artifact_location = artifact_location
+        check_reachable(tracking_uri)
+        db = sqlite_path(tracking_uri)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            if artifact_location is None:
+                self._artifact_location = (db.resolve().parent / "mlartifacts").as_uri()
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self._experiment_id: str | None = None
+
+    # -- experiment and parent run -------------------------------------------------------------
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            try:
+                experiment = self.client.get_experiment_by_name(self.experiment_name)
+                if experiment is None:
+                    self._experiment_id = self.client.create_experiment(
+                        self.experiment_name, artifact_location=self._artifact_location
+                    )
+                else:
+                    if experiment.lifecycle_stage == "deleted":
+                        self.client.restore_experiment(experiment.experiment_id)
+                    self._experiment_id = experiment.experiment_id
+            except Exception as err:  # any store failure here means nothing can be recorded
+                raise TrackingUnavailable(f"cannot open MLflow experiment at {self.tracking_uri}: {err}") from err
+        return self._experiment_id
+
+    def find_sweep(self, name: str) -> str | None:
+        """The parent run id of sweep `name`, or None if it never ran."""
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            return None
+        runs = self.client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'sweep' and tags.sweep = '{name}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def open_sweep(self, name: str, spec: dict[str, Any], n_trials: int) -> str:
+        """The sweep's parent run, created on first use and marked RUNNING again on resume."""
+        run_id = self.find_sweep(name)
+        tags = {ROLE_TAG: "sweep", "sweep": name, "workload": spec["workload"], "n_trials": str(n_trials)}
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+            run_id = run.info.run_id
+            params = [Param("workload", spec["workload"]), Param("axes", ",".join(spec["axes"]))]
+            params += [Param(f"param.{k}", _tag_value(v)[:6000]) for k, v in spec.get("params", {}).items()]
+            for chunk in _chunks(params, MAX_PARAMS_PER_BATCH):
+                self.client.log_batch(run_id, params=chunk)
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.log_dict(run_id, spec, "spec.json")
+        return run_id
+
+    def close_sweep(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    # -- trials ------------------------------------------------------------------------------
+
+    def trial_records(self, parent_run_id: str) -> list[TrialRecord]:
+        """Every child run of a sweep, oldest first."""
+        records, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                run_view_type=ViewType.ACTIVE_ONLY,
+                order_by=["attributes.start_time ASC"],
+                max_results=1000,
+                page_token=token,
+            )
+            for run in page:
+                tags = run.data.tags
+                records.append(
+                    TrialRecord(
+                        run_id=run.info.run_id,
+                        trial_key=tags.get("trial_key", ""),
+                        run_status=run.info.status,
+                        status=tags.get("status", run.info.status.lower()),
+                        tags=dict(tags),
+                        params=dict(run.data.params),
+                        metrics=dict(run.data.metrics),
+                        start_time=run.info.start_time,
+                        end_time=run.info.end_time,
+                    )
+                )
+            token = page.token
+            if not token:
+                return records
+
+    def finished_trial_keys(self, parent_run_id: str) -> set[str]:
+        return {r.trial_key for r in self.trial_records(parent_run_id) if r.run_status == "FINISHED"}
+
+    def start_trials(self, parent_run_id: str, trials: Iterable, existing: list[TrialRecord] | None = None) -> dict[str, str]:
+        """Child run ids by trial key, RUNNING: a trial's unfinished run is reused, never duplicated."""
+        existing = self.trial_records(parent_run_id) if existing is None else existing
+        reusable = {r.trial_key: r.run_id for r in existing if r.run_status != "FINISHED"}
+        run_ids = {}
+        for trial in trials:
+            tags = {
+                PARENT_TAG: parent_run_id,
+                ROLE_TAG: "trial",
+                "trial_key": trial.key,
+                "workload": trial.workload,
+                "n_params": str(trial.size.n_params),
+                "n_samples": str(trial.size.n_samples),
+                "train_flops": f"{trial.size.train_flops:.6g}",
+                "seed": str(trial.config.get("seed", "")),
+                "status": "running",
+            }
+            run_id = reusable.get(trial.key)
+            if run_id is None:
+                run = self.client.create_run(self.experiment_id, run_name=trial.label[:250], tags=tags)
+                run_id = run.info.run_id
+                params = [Param(k, _tag_value(v)) for k, v in sorted(trial.config.items())]
+                for chunk in _chunks(params, MAX_PARAMS_PER_BATCH):
+                    self.client.log_batch(run_id, params=chunk)
+            else:
+                self.client.update_run(run_id, status="RUNNING")
+                self.client.log_batch(run_id, tags=[RunTag("status", "running")])
+            run_ids[trial.key] = run_id
+        return run_ids
+
+    def finish_trial(self, run_id: str, result) -> None:
+        """Log a trial's whole per-epoch history in as few log_batch calls as MLflow allows, then end it."""
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(name, value, now, int(row["epoch"]))
+            for row in result.history
+            for name, value in row.items()
+            if name != "epoch"
+        ]
+        metrics.append(Metric("duration_s", result.duration_s, now, 0))
+        tags = [RunTag("status", result.status), RunTag("attempts", str(result.attempts))]
+        if result.error:
+            tags.append(RunTag("error", _tag_value(result.error)))
+        if result.worker:
+            tags.append(RunTag("worker", result.worker))
+        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=chunk)
+        self.client.log_batch(run_id, tags=tags)
+        self.client.set_terminated(run_id, status="FINISHED" if result.status == "finished" else "FAILED")
+
+    def metric_history(self, run_id: str, keys: Iterable[str]) -> list[dict[str, float]]:
+        """Per-epoch rows {'epoch': e, metric: value, ...} of one run."""
+        rows: dict[int, dict[str, float]] = {}
+        for key in keys:
+            for metric in self.client.get_metric_history(run_id, key):
+                rows.setdefault(metric.step, {"epoch": metric.step})[key] = metric.value
+        return [rows[step] for step in sorted(rows)]
+
+    # -- artifacts -----------------------------------------------------------------------------
+
+    def log_artifacts(self, run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+    def log_json(self, run_id: str, data: Any, artifact_file: str) -> None:
+        self.client.log_dict(run_id, data, artifact_file)
+
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
+        return [f.path for f in self.client.list_artifacts(run_id, path)]
+
+    def run_url(self, ui_base: str, run_id: str) -> str:
+        return f"{ui_base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+
+def is_terminal(run_status: str) -> bool:
+    return RunStatus.is_terminated(RunStatus.from_string(run_status))

@@ -1,0 +1,86 @@
+"""One real sweep end to end: CLI -> Ray -> MLflow server -> DataFrame -> fits -> report."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from orchestrator import load_spec
+from orchestrator.cli import app
+from orchestrator.results import load_history, load_trials
+from orchestrator.sweep import open_store
+from workloads.api import STANDARD_METRICS
+from workloads.mnist1d_mlp import mlp_param_count
+
+EPOCHS = 3
+
+
+@pytest.fixture
+def mnist_spec(write_spec):
+    return write_spec(
+        {
+            "name": "tiny-mnist1d",
+            "workload": "mnist1d_mlp",
+            "axes": {"width": [4, 16], "n_train": [200, 400], "seed": [0]},
+            "params": {"epochs": EPOCHS, "label_noise": 0.1, "batch_size": 64},
+            "resources_per_trial": {"cpu": 1},
+        }
+    )
+
+
+def test_tiny_mnist1d_sweep_end_to_end(ray_local, mnist_spec, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", str(mnist_spec), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "4 submitted (4 finished)" in result.output
+
+    spec = load_spec(mnist_spec)
+    store = open_store(spec)
+    client = MlflowClient(spec.tracking.uri)
+    experiment = client.get_experiment_by_name(spec.experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("scalesweep.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("scalesweep.role") == "trial"]
+    assert len(parents) == 1
+    parent = parents[0].info.run_id
+    assert len(children) == 4
+    assert all(r.data.tags["mlflow.parentRunId"] == parent for r in children)
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert len({r.data.tags["trial_key"] for r in children}) == 4
+    for run in children:
+        for name in ("workload", "n_params", "n_samples", "train_flops", "seed", "status"):
+            assert name in run.data.tags
+        for metric in STANDARD_METRICS:
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+            assert sorted(steps) == list(range(1, EPOCHS + 1))
+
+    trials = load_trials(store, parent)
+    assert len(trials) == 4
+    expected = {(mlp_param_count(w, 1), n) for w in (4, 16) for n in (200, 400)}
+    assert set(zip(trials["n_params"], trials["n_samples"])) == expected
+    assert trials["test_error"].between(0, 1).all()
+    assert (trials["train_flops"] == 6 * trials["n_params"] * trials["n_samples"] * EPOCHS).all()
+    history = load_history(store, parent)
+    assert len(history) == 4 * EPOCHS
+
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["report", str(mnist_spec), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in ("heatmap.png", "curves.png", "report.html", "fits.json"):
+        assert (out / name).stat().st_size > 0
+    html = (out / "report.html").read_text()
+    assert not re.search(r"<script[^>]*\bsrc=", html)  # plotly.js is inlined: opens offline
+    assert "Plotly.newPlot" in html
+    assert set(store.list_artifacts(parent, "report")) >= {f"report/{n}" for n in ("heatmap.png", "report.html")}
+
+    # Resume: everything is finished, so a second run submits nothing and adds no runs.
+    again = runner.invoke(app, ["run", str(mnist_spec), "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert "4 already finished, 0 submitted" in again.output
+    assert len(client.search_runs([experiment.experiment_id])) == 5
+
+    status = runner.invoke(app, ["status", str(mnist_spec)])
+    assert "4 finished" in status.output and "0 pending" in status.output

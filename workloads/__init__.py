@@ -1,0 +1,1 @@
+"""Training tasks indexed by model size and data size; `workloads.api` is the contract."""

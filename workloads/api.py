@@ -1,0 +1,104 @@
+"""The contract a workload implements: a model family and a data set, each indexed by size.
+
+A team's own workload subclasses `Workload` and is named in a spec by its import path
+(`package.module:Class`). That import path is the only way a spec runs code.
+
+A workload never talks to MLflow: its train loop calls `reporter.report(epoch, **metrics)` once per
+epoch; the orchestrator stores what it reports. A non-finite metric stops the trial as diverged.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+# Built-in workloads by short name; a spec may also give any 'package.module:Class'.
+BUILTIN_WORKLOADS = {
+    "mnist1d_mlp": "workloads.mnist1d_mlp:MNIST1DMLP",
+}
+
+# Metrics every built-in workload reports each epoch; dashboards and fits read these names.
+STANDARD_METRICS = ("train_loss", "train_error", "test_loss", "test_error")
+
+
+class WorkloadError(ValueError):
+    """A workload reference cannot be resolved, or a config is not valid for it."""
+
+
+class TrialDiverged(RuntimeError):
+    """A reported metric became NaN or infinite; the trial stops and is marked diverged."""
+
+
+@dataclass(frozen=True)
+class TrialSize:
+    """What a trial costs and how big it is; logged as tags and used by fits.
+
+    n_params: trainable parameters N (parameters).
+    n_samples: training set size D (samples, or tokens for language models).
+    train_flops: training compute C (FLOPs), approximated as 6 * N * samples seen.
+    """
+
+    n_params: int
+    n_samples: int
+    train_flops: float
+
+
+class Reporter:
+    """Collects one trial's per-epoch metrics; raises TrialDiverged on a non-finite value."""
+
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+
+    def report(self, epoch: int, **metrics: float) -> None:
+        values = {name: float(value) for name, value in metrics.items()}
+        self.history.append({"epoch": epoch, **values})
+        bad = {name: value for name, value in values.items() if not math.isfinite(value)}
+        if bad:
+            raise TrialDiverged(f"epoch {epoch}: non-finite {bad}")
+
+
+class Workload(ABC):
+    """A model family and a data set, each indexed by size. Subclass and set the class attributes.
+
+    Config: a pydantic model of every parameter a trial takes (axes and fixed params of a spec).
+    model_size_param / data_size_param: the config fields that set model and data size; reports
+    use them for axes.
+    """
+
+    Config: ClassVar[type[BaseModel]]
+    model_size_param: ClassVar[str]
+    data_size_param: ClassVar[str]
+
+    def validate_config(self, config: dict[str, Any]) -> BaseModel:
+        return self.Config.model_validate(config)
+
+    @abstractmethod
+    def size(self, config: BaseModel) -> TrialSize:
+        """N, D and FLOPs of a trial, cheaply, without training."""
+
+    @abstractmethod
+    def train(self, config: BaseModel, reporter: Reporter) -> None:
+        """Train one trial from scratch, calling reporter.report(epoch, ...) after each epoch."""
+
+
+def resolve_workload(ref: str) -> type[Workload]:
+    """Import a workload class from a built-in name or 'package.module:Class'."""
+    path = BUILTIN_WORKLOADS.get(ref, ref)
+    if ":" not in path:
+        raise WorkloadError(
+            f"unknown workload {ref!r}: use a built-in name ({', '.join(BUILTIN_WORKLOADS)}) or 'package.module:Class'"
+        )
+    module_name, class_name = path.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise WorkloadError(f"workload {ref!r}: cannot import module {module_name!r} ({err})") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Workload)):
+        raise WorkloadError(f"workload {ref!r}: {class_name!r} in {module_name!r} is not a Workload subclass")
+    return cls
