@@ -16,11 +16,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import ray
-from ray.exceptions import RayError
+# Token auth on unless the user chose otherwise. Set before Ray is imported: Ray reads it at import.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-from orchestrator.grid import Trial
-from orchestrator.spec import Execution, Resources
+import ray  # noqa: E402
+from ray.exceptions import RayError  # noqa: E402
+
+from orchestrator.grid import Trial  # noqa: E402
+from orchestrator.spec import Execution, Resources  # noqa: E402
 
 LOCAL_HOST = "127.0.0.1"
 
@@ -45,8 +48,6 @@ def connect(address: str | None = None, num_cpus: int | None = None, dashboard: 
     if address:
         ray.init(address=address, log_to_driver=True)
         return
-    # Token auth on unless the user chose otherwise; Ray would otherwise guess from ~/.ray.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray.init(
         num_cpus=num_cpus,
         _node_ip_address=LOCAL_HOST,
