@@ -16,14 +16,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-# Token auth on unless the user chose otherwise. Set before Ray is imported: Ray reads it at import.
-os.environ.setdefault("RAY_AUTH_MODE", "token")
+import ray
+from ray.exceptions import RayError
 
-import ray  # noqa: E402
-from ray.exceptions import RayError  # noqa: E402
-
-from orchestrator.grid import Trial  # noqa: E402
-from orchestrator.spec import Execution, Resources  # noqa: E402
+from orchestrator.grid import Trial
+from orchestrator.spec import Execution, Resources
 
 LOCAL_HOST = "127.0.0.1"
 
@@ -42,7 +39,11 @@ class TrialResult:
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> None:
-    """Join the Ray cluster at `address`, or start a local one that listens on 127.0.0.1 only."""
+    """Join the Ray cluster at `address`, or start a local one that listens on 127.0.0.1 only.
+
+    With RAY_AUTH_MODE unset, Ray turns token auth on for a new local cluster (a token in
+    ~/.ray/auth_token); set RAY_AUTH_MODE=disabled to opt out.
+    """
     if ray.is_initialized():
         return
     if address:
