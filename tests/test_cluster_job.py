@@ -45,9 +45,12 @@ class LocalRayCluster:
         self.dashboard_port = free_port()
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         self.processes: list[subprocess.Popen] = []
-        # Every Ray process and the job driver get the same token; the CLI reads it from here too.
+        # Every Ray process and the job driver get the same token, never ~/.ray/auth_token (which other
+        # clusters on this machine use); the CLI reads it from here too. Nothing inherited may point a
+        # command at another cluster (RAY_ADDRESS) or another token (RAY_AUTH_TOKEN_PATH).
+        inherited = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
         self.env = {
-            **os.environ,
+            **inherited,
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": self.token,
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -206,4 +209,6 @@ def test_sweep_submitted_as_ray_job_records_one_finished_run_per_trial(ray_clust
 
 def test_jobs_api_refuses_a_request_without_the_token(ray_cluster):
     assert requests.get(f"{ray_cluster.dashboard_url}/api/jobs/", timeout=5).status_code in (401, 403)
+    wrong = {"Authorization": f"Bearer {uuid.uuid4().hex}"}
+    assert requests.get(f"{ray_cluster.dashboard_url}/api/jobs/", headers=wrong, timeout=5).status_code in (401, 403)
     assert requests.get(f"{ray_cluster.dashboard_url}/api/jobs/", headers=ray_cluster.headers, timeout=5).ok
