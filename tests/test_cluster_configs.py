@@ -4,9 +4,13 @@ ray up YAMLs: Ray's own `prepare_config` (merges the provider's defaults.yaml, t
 the node types' worker bounds) and then `validate_config` (ray-schema.json shipped in the wheel, plus
 its head-node-type and max-workers checks). Neither needs cloud credentials: the cloud calls happen
 later, in the provider's `bootstrap_config` (IAM role, key pair, subnets, security group on AWS;
-project, service account, key on GCP), which is not run here; nor is `node_config`, which ray-schema
-leaves free-form and ray up passes verbatim to EC2 RunInstances / GCE instances.insert. The checks
-below pin what matters in it: instance types with GPUs, spot markets, images, and what is exposed.
+project, service account, key on GCP), which needs credentials and is not run here. What it would
+open is checked with Ray's own rule builder: the AWS security group's ingress rules come from
+`_create_default_inbound_rules`, a pure function. ray-schema leaves `node_config` free-form and
+ray up passes it verbatim to the cloud, so it is checked against the clouds' own request schemas,
+shipped offline with their clients: EC2 RunInstances from botocore's service model, the GCE
+`Instance` resource from google-api-python-client's discovery document. Not checked without an
+account: that the instance types, images and quotas exist in the region, and IAM permissions.
 
 KubeRay manifests: no Kubernetes API server here, so a strict key check of our own: the known keys of
 every level of ray.io/v1 RayCluster and RayJob (from KubeRay's Go types) and of the core Kubernetes
@@ -16,18 +20,24 @@ objects they embed, plus the required fields; an unknown key anywhere is an erro
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import subprocess
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import googleapiclient
 import jsonschema
 import pytest
 import ray
 import yaml
+from botocore.session import get_session
+from botocore.validate import ParamValidator
+from ray.autoscaler._private.aws.config import _create_default_inbound_rules
+from ray.autoscaler._private.gcp.config import get_node_type
+from ray.autoscaler._private.gcp.node import GCPNodeType
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from orchestrator.spec import parse_spec
@@ -35,10 +45,11 @@ from orchestrator.spec import parse_spec
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = REPO / "cluster"
 RAY_UP_FILES = ["aws-gpu.yaml", "gcp-gpu.yaml", "onprem.yaml"]
-PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
-SCALESWEEP_PIN = f"scalesweep=={PYPROJECT['project']['version']}"
-TORCH_PIN = "torch==2.13.0"
-RAY_PIN = next(d for d in PYPROJECT["project"]["dependencies"] if d.startswith("ray[")).split("==")[1]
+PYPROJECT = (REPO / "pyproject.toml").read_text()  # read as text: tomllib needs Python 3.11
+SCALESWEEP_PIN = "scalesweep==" + re.search(r'^version = "([^"]+)"', PYPROJECT, re.M).group(1)
+TORCH_PIN = "torch==" + re.search(r"torch==([0-9.]+)", (REPO / "Makefile").read_text()).group(1)  # what `make` installs
+RAY_PIN = re.search(r'"ray\[default\]==([^"]+)"', PYPROJECT).group(1)
+MLFLOW_PIN = re.search(r'"mlflow==([^"]+)"', PYPROJECT).group(1)
 IMAGE = re.compile(rf"^rayproject/ray:{re.escape(RAY_PIN)}-py311-(cpu|gpu)$")
 
 
@@ -142,9 +153,7 @@ def test_aws_gpu_workers_are_gpu_instances_mostly_spot_and_nothing_but_ssh_is_op
     assert not re.match(r"^[gp]\d", types["head"]["node_config"]["InstanceType"])
     spot = [k for k, t in gpu_types.items() if t["node_config"].get("InstanceMarketOptions", {}).get("MarketType") == "spot"]
     assert spot, "no spot GPU worker type"
-    # ray up's security group admits SSH and intra-cluster traffic, plus provider.security_group
-    # IpPermissions; none are added, so the dashboard (8265), GCS (6379) and client (10001) stay closed.
-    assert not config["provider"].get("security_group", {}).get("IpPermissions")
+    # ray up creates the security group (see the ingress test below) instead of using one of ours.
     assert all("SecurityGroupIds" not in t["node_config"] for t in types.values())
     assert config["provider"]["cache_stopped_nodes"] is False  # stopped spot nodes cannot be resumed
 
@@ -161,6 +170,68 @@ def test_gcp_gpu_workers_are_gpu_machines_mostly_spot():
     spot = [k for k, t in gpu_types.items() if t["node_config"]["scheduling"].get("provisioningModel") == "SPOT"]
     assert spot, "no spot GPU worker type"
     assert config["provider"]["project_id"]
+
+
+def test_aws_ingress_is_ssh_and_intra_cluster_only():
+    """The rules ray up authorizes on the security group it creates, built by Ray's own code."""
+    config = prepared("aws-gpu.yaml")
+    extra = config["provider"].get("security_group", {}).get("IpPermissions", [])
+    rules = _create_default_inbound_rules({"sg-cluster"}, extra)
+    from_outside = [r for r in rules if r.get("IpRanges") or r.get("Ipv6Ranges") or r.get("PrefixListIds")]
+    assert [(r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in from_outside] == [("tcp", 22, 22)]
+    inside = [r for r in rules if r not in from_outside]
+    assert all(r["UserIdGroupPairs"] == [{"GroupId": "sg-cluster"}] for r in inside)
+
+
+def test_aws_node_configs_are_valid_run_instances_requests():
+    """node_config as Ray's AWS provider sends it to EC2 RunInstances, checked against botocore's model."""
+    config = prepared("aws-gpu.yaml")
+    run_instances = get_session().get_service_model("ec2").operation_model("RunInstances").input_shape
+    for name, node_type in config["available_node_types"].items():
+        # What bootstrap and the node provider add before calling create_instances(**conf).
+        request = {**node_type["node_config"], "SubnetId": "subnet-0123456789abcdef0",
+                   "SecurityGroupIds": ["sg-0123456789abcdef0"], "MinCount": 1, "MaxCount": 1,
+                   "TagSpecifications": [{"ResourceType": "instance", "Tags": [{"Key": "ray-node-type", "Value": name}]}]}  # fmt: skip
+        report = ParamValidator().validate(request, run_instances)
+        assert not report.has_errors(), f"{name}: {report.generate_report()}"
+    # The model does catch a misspelt field.
+    misspelt = {"InstanceType": "g6.2xlarge", "ImageId": "ami-0", "MinCount": 1, "MaxCount": 1,
+                "InstanceMarketOption": {"MarketType": "spot"}}  # fmt: skip
+    assert "InstanceMarketOption" in ParamValidator().validate(misspelt, run_instances).generate_report()
+
+
+def gce_problems(value: Any, schema: dict, schemas: dict, path: str) -> list[str]:
+    """Unknown fields and values outside an enum, per the GCE API's discovery document."""
+    if "$ref" in schema:
+        return gce_problems(value, schemas[schema["$ref"]], schemas, path)
+    if isinstance(value, dict) and "properties" in schema:
+        problems = [f"{path}.{k}: not a field of the API" for k in value if k not in schema["properties"]]
+        for key, item in value.items():
+            if key in schema["properties"]:
+                problems += gce_problems(item, schema["properties"][key], schemas, f"{path}.{key}")
+        return problems
+    if isinstance(value, list) and "items" in schema:
+        return [p for i, item in enumerate(value) for p in gce_problems(item, schema["items"], schemas, f"{path}[{i}]")]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{path}: {value!r} not in {schema['enum']}"]
+    return []
+
+
+def test_gcp_node_configs_are_valid_instances():
+    """node_config as Ray's GCP provider sends it to instances.insert, checked against the API's schema."""
+    config = prepared("gcp-gpu.yaml")
+    discovery = Path(googleapiclient.__file__).parent / "discovery_cache" / "documents" / "compute.v1.json"
+    schemas = json.loads(discovery.read_text())["schemas"]
+    for name, node_type in config["available_node_types"].items():
+        node_config = node_type["node_config"]
+        assert get_node_type(node_config) == GCPNodeType.COMPUTE
+        assert gce_problems(node_config, schemas["Instance"], schemas, name) == []
+    # The checker does catch a misspelt field and a value outside an enum.
+    bad = {"machineType": "g2-standard-8", "scheduling": {"provisioningModel": "SPOTTY", "preemptable": True}}
+    assert gce_problems(bad, schemas["Instance"], schemas, "bad") == [
+        "bad.scheduling.preemptable: not a field of the API",
+        f"bad.scheduling.provisioningModel: 'SPOTTY' not in {schemas['Scheduling']['properties']['provisioningModel']['enum']}",
+    ]
 
 
 def test_onprem_has_a_head_and_four_workers_and_the_head_trains_nothing():
@@ -474,8 +545,7 @@ def test_mlflow_on_kubernetes_uses_postgres_a_secret_and_stays_inside_the_cluste
     refs = [e["valueFrom"]["secretKeyRef"] for c in (server, postgres) for e in c["env"] if "valueFrom" in e]
     assert refs == [{"name": "mlflow-db", "key": "password"}] * 2
     assert not [d for d in documents if d["kind"] == "Secret"]
-    mlflow_pin = next(d for d in PYPROJECT["project"]["dependencies"] if d.startswith("mlflow==")).split("==")[1]
-    assert server["image"] == f"ghcr.io/mlflow/mlflow:v{mlflow_pin}"
+    assert server["image"] == f"ghcr.io/mlflow/mlflow:v{MLFLOW_PIN}"
 
 
 def test_mlflow_serve_script_refuses_a_backend_that_is_not_postgres(tmp_path):
