@@ -45,6 +45,7 @@ class LocalRayCluster:
         self.dashboard_port = free_port()
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         self.processes: list[subprocess.Popen] = []
+        self.logs: list = []
         # Every Ray process and the job driver get the same token, never ~/.ray/auth_token (which other
         # clusters on this machine use); the CLI reads it from here too. Nothing inherited may point a
         # command at another cluster (RAY_ADDRESS) or another token (RAY_AUTH_TOKEN_PATH).
@@ -78,6 +79,7 @@ class LocalRayCluster:
         """One node: its own temp dir, as on separate machines (nodes sharing one would share the
         unpacked runtime envs, and one node's cleanup would pull a job's working dir from under another)."""
         log = open(self.root / f"{name}.log", "ab")
+        self.logs.append(log)
         command = [RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
                    "--temp-dir", str(self.root / name),
                    "--object-store-memory", str(100 * 1024**2), "--disable-usage-stats", *self._node_ports(), *args]  # fmt: skip
@@ -149,6 +151,8 @@ class LocalRayCluster:
             time.sleep(0.2)
         for pid in leftovers & self.own_pids():
             os.kill(pid, signal.SIGKILL)
+        for log in self.logs:
+            log.close()
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +170,8 @@ def ray_cluster():
 
 def test_sweep_submitted_as_ray_job_records_one_finished_run_per_trial(ray_cluster, write_spec, toy_spec):
     spec_path = write_spec({**toy_spec, "name": "cluster-job", "axes": {"n": [10, 100], "d": [100, 1000]}})
-    # The job runs from an uploaded copy of the repository; the spec travels inside it.
+    # The toy workload lives in tests/, so the job's working dir is the repository (as a team's own
+    # workload package would be); Ray uploads a copy, and the spec travels inside it.
     job_spec = REPO / f".cluster-job-{uuid.uuid4().hex[:8]}.yaml"
     job_spec.write_text(spec_path.read_text())
     submission_id = f"sweep-{uuid.uuid4().hex[:8]}"
