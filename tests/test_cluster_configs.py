@@ -23,6 +23,7 @@ import copy
 import json
 import os
 import re
+import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +35,13 @@ import pytest
 import ray
 import yaml
 from botocore.session import get_session
+from click.exceptions import NoSuchOption
 from botocore.validate import ParamValidator
 from ray.autoscaler._private.aws.config import _create_default_inbound_rules
 from ray.autoscaler._private.gcp.config import get_node_type
 from ray.autoscaler._private.gcp.node import GCPNodeType
 from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.scripts.scripts import start as ray_start
 
 from orchestrator.spec import parse_spec
 
@@ -128,6 +131,25 @@ def test_token_auth_on_every_node_and_dashboard_only_on_loopback(name):
     for remote, local in config["file_mounts"].items():
         if remote != "~/.ray/auth_token":
             assert (REPO / local).exists(), local
+
+
+def ray_start_options(command: str) -> dict:
+    """Parse the arguments of the `ray start` in a shell command with ray's own CLI, without running it."""
+    args = shlex.split(command.split("ray start", 1)[1].replace("$RAY_HEAD_IP", "10.0.0.1"))
+    return ray_start.make_context("start", args).params
+
+
+@pytest.mark.parametrize("name", RAY_UP_FILES)
+def test_start_commands_are_valid_ray_start_invocations(name):
+    config = prepared(name)
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (command,) = [c for c in config[key] if "ray start" in c]
+        options = ray_start_options(command)
+        assert options["head"] == (key == "head_start_ray_commands")
+    head = ray_start_options(next(c for c in config["head_start_ray_commands"] if "ray start" in c))
+    assert head["dashboard_host"] == "127.0.0.1"
+    with pytest.raises(NoSuchOption):
+        ray_start_options("ray start --head --dashbord-host=127.0.0.1")
 
 
 @pytest.mark.parametrize("name", ["aws-gpu.yaml", "gcp-gpu.yaml"])
@@ -503,6 +525,15 @@ def test_kuberay_cluster_pins_ray_token_auth_private_head_and_gpu_workers(name, 
     assert int(worker["resources"]["limits"]["nvidia.com/gpu"]) >= 1
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == worker["resources"]["requests"]["nvidia.com/gpu"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+
+
+@pytest.mark.parametrize("name, spec", cluster_specs())
+def test_kuberay_ray_start_params_are_ray_start_options(name, spec):
+    """KubeRay turns rayStartParams into `ray start --KEY=VALUE` flags."""
+    groups = [("--head", spec["headGroupSpec"])] + [("--address=10.0.0.1:6379", g) for g in spec["workerGroupSpecs"]]
+    for first, group in groups:
+        flags = " ".join(f"--{k}={shlex.quote(v)}" for k, v in group["rayStartParams"].items())
+        ray_start_options(f"ray start {first} {flags}")
 
 
 def test_rayjob_runs_the_mounted_spec_with_pinned_scalesweep_and_cleans_up():
