@@ -35,8 +35,8 @@ import pytest
 import ray
 import yaml
 from botocore.session import get_session
-from click.exceptions import NoSuchOption
 from botocore.validate import ParamValidator
+from click.exceptions import NoSuchOption
 from ray.autoscaler._private.aws.config import _create_default_inbound_rules
 from ray.autoscaler._private.gcp.config import get_node_type
 from ray.autoscaler._private.gcp.node import GCPNodeType
