@@ -83,3 +83,23 @@ def isoflop_trials() -> pd.DataFrame:
                 {"n_params": n, "n_samples": d, "train_flops": budget, "compute_budget": budget, "test_loss": float(chinchilla_loss(n, d))}
             )
     return pd.DataFrame(rows)
+
+
+def compute_optimal_inputs():
+    """The report's IsoFLOP inputs as a fit would hand them over: a parabola in log N per budget
+    through isoflop_trials, and power laws with bands for N_opt(C) and D_opt(C)."""
+    from dashboards import ComputeOptimal
+    from dashboards.curves import curve_from_callable
+
+    iso = isoflop_trials()
+    profiles = {}
+    for budget, rows in iso.groupby("compute_budget"):
+        coef = np.polyfit(np.log(rows["n_params"]), rows["test_loss"], 2)
+        x = np.geomspace(rows["n_params"].min(), rows["n_params"].max(), 60)
+        profiles[budget] = curve_from_callable(lambda n, c=coef: np.polyval(c, np.log(n)), x)
+    budgets = np.geomspace(BUDGETS[0], BUDGETS[-1], 30)
+    n_opt = curve_from_callable(lambda c: 0.1 * c**0.5, budgets, band=lambda c: (0.08 * c**0.5, 0.12 * c**0.5), label="N_opt ∝ C^0.50")
+    d_opt = curve_from_callable(
+        lambda c: c**0.5 / 0.6, budgets, band=lambda c: (0.8 * c**0.5 / 0.6, 1.2 * c**0.5 / 0.6), label="D_opt ∝ C^0.50"
+    )
+    return ComputeOptimal(iso, metric="test_loss", profiles=profiles, n_opt=n_opt, d_opt=d_opt)
