@@ -234,7 +234,7 @@ def isoflop_figure(
     budgets = sorted(df[budget_col].unique())
     for color, budget in zip(_colors(len(budgets), "Plasma"), budgets):
         rows = df[df[budget_col] == budget]
-        name = f"C = {budget:.0e} FLOPs".replace("e+", "e")
+        name = f"C = {budget:.2g} FLOPs".replace("e+", "e")
         fig.add_trace(go.Scatter(x=rows[size_col], y=rows[metric], mode="markers", marker={"color": color, "size": 9}, name=name, legendgroup=name))
         fig.add_traces(_curve_traces(curves.get(budget), color, name, dash="solid"))
     if optima is not None and not optima.empty:

@@ -303,7 +303,7 @@ def isoflop_profiles(
     for color, budget in zip(colors, budgets):
         rows = df[df[budget_col] == budget]
         stats = _seed_stats(rows, size_col, metric)
-        ax.plot(stats.index, stats["mean"], "o", color=color, ms=6, label=f"C = {budget:.0e} FLOPs".replace("e+", "e"))
+        ax.plot(stats.index, stats["mean"], "o", color=color, ms=6, label=f"C = {budget:.2g} FLOPs".replace("e+", "e"))
         curve = curves.get(budget)
         if curve is not None:
             if curve.has_band:
