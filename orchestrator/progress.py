@@ -14,7 +14,7 @@ from rich.table import Table
 class SweepProgress:
     """Counts trials as they start and end; draws a rich bar on stderr when enabled."""
 
-    def __init__(self, total: int, name: str, enabled: bool = True):
+    def __init__(self, total: int, name: str, enabled: bool = True, console: Console | None = None):
         self.total = total
         self.counts: Counter = Counter()
         self.running = 0
@@ -27,7 +27,7 @@ class SweepProgress:
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
-                console=Console(stderr=True),
+                console=console or Console(stderr=True),
                 transient=False,
             )
             if enabled

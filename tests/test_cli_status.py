@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -12,10 +13,12 @@ import time
 
 import requests
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 from orchestrator import load_spec
 from orchestrator.cli import app
+from orchestrator.progress import SweepProgress
 from orchestrator.sweep import open_store, sweep_status
 from tests.conftest import REPO, free_port
 
@@ -157,3 +160,17 @@ def test_ui_with_a_tracking_server_prints_its_run_url(write_spec, toy_spec, mlfl
     url = f"{mlflow_server.url}/#/experiments/{store.experiment_id}/runs/{parent}"
     assert url in result.output
     assert requests.get(url.split("#")[0], timeout=10).status_code == 200
+
+
+def test_progress_bar_shows_done_running_failed_and_eta():
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=140, color_system=None)
+    with SweepProgress(4, "toy", console=console) as bar:
+        bar.started(2)
+        bar.finished("finished")
+        bar.finished("failed")
+        bar.started(1)
+        bar._progress.refresh()
+        assert (bar.counts["finished"], bar.counts["failed"], bar.running) == (1, 1, 1)
+    last = [line for line in screen.getvalue().splitlines() if "toy" in line][-1]
+    assert re.search(r"2/4 .*done 1\s+running 1\s+failed 1 .*ETA", last), last

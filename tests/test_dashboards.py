@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from dashboards import ComputeOptimal, interactive, plots, write_report
+from dashboards import interactive, plots, write_report
 from dashboards.curves import (
     budget_of,
     curve_from_fit,
