@@ -37,15 +37,20 @@ def _layout(fig: go.Figure, title: str, xlabel: str, ylabel: str, log_x: bool = 
     fig.update_layout(template=TEMPLATE, title={"text": title, "x": 0.01}, legend={"font": {"size": 11}}, margin={"t": 60})
     fig.update_xaxes(title_text=xlabel, type="log" if log_x else None)
     fig.update_yaxes(title_text=ylabel, type="log" if log_y else None)
-    fig.for_each_xaxis(_tidy_log_axis)
-    fig.for_each_yaxis(_tidy_log_axis)
+    fig.for_each_xaxis(lambda axis: _tidy_log_axis(axis, SIZE_TICKS))
+    fig.for_each_yaxis(lambda axis: _tidy_log_axis(axis, VALUE_TICKS))
     return fig
 
 
-def _tidy_log_axis(axis) -> None:
-    """Log axes: label 1, 2 and 5 of each decade only, with SI prefixes (1k, 10M)."""
+SIZE_TICKS = "~s"  # sizes and counts with SI prefixes: 500, 1k, 20M
+VALUE_TICKS = ".2~g"  # errors and losses: 0.2, 0.5, 3
+
+
+def _tidy_log_axis(axis, tickformat: str) -> None:
+    """Log axes label every tick in full (plotly's default writes '5' for 0.5); size axes, which
+    span decades, tick at 1, 2 and 5 of each."""
     if axis.type == "log":
-        axis.update(dtick="D2", exponentformat="SI")
+        axis.update(tickformat=tickformat, dtick="D2" if tickformat == SIZE_TICKS else None)
 
 
 def band_trace(curve: Curve, color: str, name: str, group: str | None = None, showlegend: bool = False) -> go.Scatter:
@@ -67,7 +72,13 @@ def _curve_traces(curve: Curve | None, color: str, group: str | None, dash: str 
     if curve is None:
         return []
     traces = [band_trace(curve, color, f"{curve.label} band", group)] if curve.has_band else []
-    traces.append(go.Scatter(x=curve.x, y=curve.y, mode="lines", line={"color": color, "dash": dash}, name=curve.label or "fit", legendgroup=group))
+    # An unlabelled curve (e.g. one IsoFLOP profile per budget) joins its group without a legend entry.
+    traces.append(
+        go.Scatter(
+            x=curve.x, y=curve.y, mode="lines", line={"color": color, "dash": dash}, name=curve.label or f"{group} fit",
+            legendgroup=group, showlegend=bool(curve.label),
+        )
+    )
     return traces
 
 
@@ -126,7 +137,7 @@ def epoch_heatmap_figure(
     fig.update_layout(template=TEMPLATE, title={"text": title, "x": 0.01}, margin={"t": 80})
     fig.update_yaxes(title_text=label(epoch_col), type="log", row=1, col=1)
     fig.update_yaxes(type="log")
-    fig.for_each_yaxis(_tidy_log_axis)
+    fig.for_each_yaxis(lambda axis: _tidy_log_axis(axis, SIZE_TICKS))
     return fig
 
 
@@ -214,7 +225,12 @@ def scaling_figure(
         name = "trials" if value is None else f"{group_label or group} = {si(value)}"
         fig.add_trace(go.Scatter(x=rows[x], y=rows[y], mode="markers", marker={"color": color, "size": 8, "opacity": 0.8}, name=name, legendgroup=name))
         fig.add_traces(_curve_traces(curves.get(value), color, name))
-    return _layout(fig, title, xlabel or label(x), ylabel or label(y), log_x=True, log_y=True)
+    _layout(fig, title, xlabel or label(x), ylabel or label(y), log_x=True, log_y=True)
+    # Frame the data and the fitted lines; a wide band at the edge of the range must not squash them.
+    shown = np.concatenate([df[y].to_numpy(float), *(c.y for c in curves.values())])
+    shown = shown[np.isfinite(shown) & (shown > 0)]
+    fig.update_yaxes(range=[np.log10(shown.min() / 1.15), np.log10(shown.max() * 1.15)])
+    return fig
 
 
 def isoflop_figure(
@@ -273,7 +289,7 @@ def frontier_figure(
         fig.update_yaxes(title_text=f"{name}: {ylabel}", type="log", row=1, col=col)
     fig.update_layout(template=TEMPLATE, title={"text": title, "x": 0.01}, margin={"t": 80})
     fig.update_xaxes(exponentformat="power")
-    fig.update_yaxes(exponentformat="SI", dtick="D2")
+    fig.for_each_yaxis(lambda axis: _tidy_log_axis(axis, SIZE_TICKS))
     return fig
 
 
