@@ -249,6 +249,7 @@ def demo(
     with guarded():
         outcome = sweep.run_sweep(spec, num_cpus=num_cpus)
         print_outcome(spec, outcome)
+        print_results(spec, sweep.sweep_status(spec))
         fits, skipped = sweep.fit_sweep(spec)
         for result in fits:
             out.print(result.summary(), highlight=False, markup=False)
