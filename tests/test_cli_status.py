@@ -174,3 +174,25 @@ def test_progress_bar_shows_done_running_failed_and_eta():
         assert (bar.counts["finished"], bar.counts["failed"], bar.running) == (1, 1, 1)
     last = [line for line in screen.getvalue().splitlines() if "toy" in line][-1]
     assert re.search(r"2/4 .*done 1\s+running 1\s+failed 1 .*ETA", last), last
+
+
+def test_status_after_the_driver_died_shows_what_mlflow_holds(write_spec, toy_spec):
+    """A driver killed mid-sweep leaves its parent and some trials RUNNING; status reads just that."""
+    from orchestrator.grid import expand_grid
+    from orchestrator.scheduler import TrialResult
+
+    spec_path = write_spec({**toy_spec, "name": "crashed-toy"})
+    spec = load_spec(spec_path)
+    store = open_store(spec)
+    trials = expand_grid(spec)
+    parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), len(trials))
+    run_ids = store.start_trials(parent, trials[:3])
+    history = [{"epoch": 1, "train_error": 0.25, "test_error": 0.3}]
+    store.finish_trial(run_ids[trials[0].key], TrialResult(trials[0].key, "finished", history))
+    # ... and here the driver died: trials[1:3] stay RUNNING, the parent is never closed.
+
+    result = CliRunner().invoke(app, ["status", str(spec_path)])
+    assert result.exit_code == 0, result.output
+    assert "6 trials: 1 finished, 2 running, 3 pending" in result.output
+    assert "last activity" in result.output
+    assert "0.300" in result.output  # the finished trial's final test error, in its grid cell
