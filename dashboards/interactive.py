@@ -229,7 +229,8 @@ def scaling_figure(
     # Frame the data and the fitted lines; a wide band at the edge of the range must not squash them.
     shown = np.concatenate([df[y].to_numpy(float), *(c.y for c in curves.values())])
     shown = shown[np.isfinite(shown) & (shown > 0)]
-    fig.update_yaxes(range=[np.log10(shown.min() / 1.15), np.log10(shown.max() * 1.15)])
+    if shown.size:
+        fig.update_yaxes(range=[np.log10(shown.min() / 1.15), np.log10(shown.max() * 1.15)])
     return fig
 
 

@@ -268,9 +268,10 @@ def scaling_curves(
     # squash the picture.
     shown = np.concatenate([df[y].to_numpy(float), *(c.y for c in curves.values())])
     shown = shown[np.isfinite(shown) & (shown > 0)]
-    lo, hi = shown.min() / 1.15, shown.max() * 1.15
-    ax.set_ylim(lo, hi)
-    ax.yaxis.set_major_locator(LogLocator(subs="all" if hi / lo < 10 else (1.0, 2.0, 5.0)))
+    if shown.size:
+        lo, hi = shown.min() / 1.15, shown.max() * 1.15
+        ax.set_ylim(lo, hi)
+        ax.yaxis.set_major_locator(LogLocator(subs="all" if hi / lo < 10 else (1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
     _style(ax, title or f"{label(y)} vs {label(x)}", xlabel or label(x), ylabel or label(y))
