@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Token auth for the local Ray; set RAY_AUTH_MODE=disabled yourself to opt out.
 export RAY_AUTH_MODE ?= token
 
-.PHONY: setup demo test clean
+.PHONY: setup browser demo test clean
 
 setup: $(STAMP)
 
@@ -20,8 +20,18 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/scalesweep demo
 
-test: setup
-	$(BIN)/python -m pytest -q
+# The browser test opens the HTML report in Debian's headless Chromium. Install it with apt when it is
+# missing and apt is usable (CI: root on Debian); elsewhere install it yourself or set SCALESWEEP_CHROMIUM.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }; \
+	else echo "make browser: no $(CHROMIUM) and no root apt-get; the browser test will fail until Chromium is installed" >&2; fi
+
+test: setup browser
+	SCALESWEEP_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) scalesweep.db mlartifacts reports

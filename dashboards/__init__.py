@@ -1,5 +1,5 @@
 """Pictures of a sweep: matplotlib PNGs for papers, one self-contained plotly HTML for browsing."""
 
-from dashboards.report import write_report
+from dashboards.report import ComputeOptimal, write_report
 
-__all__ = ["write_report"]
+__all__ = ["ComputeOptimal", "write_report"]

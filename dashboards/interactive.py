@@ -1,37 +1,168 @@
-"""Plotly figures for the HTML report; the page embeds plotly.js so it opens offline."""
+"""Plotly figures for the HTML report, the same pictures as dashboards.plots with hover and zoom.
+
+Like the matplotlib versions they take DataFrames, column names, `Curve`s and plain marks, and never
+query MLflow or Ray. `write_html` inlines plotly.js once, so the page opens on a machine with no
+network.
+"""
 
 from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
 
-from dashboards.plots import label, mean_grid
-from orchestrator.fit import PowerLawFit
+from dashboards.curves import Curve, Markers
+from dashboards.plots import label, mean_grid, si
+
+TEMPLATE = "plotly_white"
 
 
-def heatmap_figure(df: pd.DataFrame, x: str, y: str, value: str, title: str) -> go.Figure:
+def _colors(n: int, scale: str = "Viridis") -> list[str]:
+    return sample_colorscale(scale, list(np.linspace(0.0, 0.8, max(n, 1))))
+
+
+def _rgba(color: str, alpha: float) -> str:
+    """'rgb(r, g, b)' (as sample_colorscale gives) -> 'rgba(r, g, b, alpha)' for shaded bands."""
+    return color.replace("rgb(", "rgba(").replace(")", f", {alpha})")
+
+
+def _layout(fig: go.Figure, title: str, xlabel: str, ylabel: str, log_x: bool = False, log_y: bool = False) -> go.Figure:
+    fig.update_layout(template=TEMPLATE, title={"text": title, "x": 0.01}, legend={"font": {"size": 11}}, margin={"t": 60})
+    fig.update_xaxes(title_text=xlabel, type="log" if log_x else None)
+    fig.update_yaxes(title_text=ylabel, type="log" if log_y else None)
+    fig.for_each_xaxis(lambda axis: _tidy_log_axis(axis, SIZE_TICKS))
+    fig.for_each_yaxis(lambda axis: _tidy_log_axis(axis, VALUE_TICKS))
+    return fig
+
+
+SIZE_TICKS = "~s"  # sizes and counts with SI prefixes: 500, 1k, 20M
+VALUE_TICKS = ".2~g"  # errors and losses: 0.2, 0.5, 3
+
+
+def _tidy_log_axis(axis, tickformat: str) -> None:
+    """Log axes label every tick in full (plotly's default writes '5' for 0.5); size axes, which
+    span decades, tick at 1, 2 and 5 of each."""
+    if axis.type == "log":
+        axis.update(tickformat=tickformat, dtick="D2" if tickformat == SIZE_TICKS else None)
+
+
+def band_trace(curve: Curve, color: str, name: str, group: str | None = None, showlegend: bool = False) -> go.Scatter:
+    """The band [lo, hi] of a curve as one closed, shaded polygon."""
+    return go.Scatter(
+        x=np.concatenate([curve.x, curve.x[::-1]]),
+        y=np.concatenate([curve.hi, curve.lo[::-1]]),
+        fill="toself",
+        fillcolor=_rgba(color, 0.18),
+        line={"width": 0},
+        hoverinfo="skip",
+        name=name,
+        legendgroup=group,
+        showlegend=showlegend,
+    )
+
+
+def _curve_traces(curve: Curve | None, color: str, group: str | None, dash: str = "dash") -> list[go.Scatter]:
+    if curve is None:
+        return []
+    traces = [band_trace(curve, color, f"{curve.label} band", group)] if curve.has_band else []
+    # An unlabelled curve (e.g. one IsoFLOP profile per budget) joins its group without a legend entry.
+    traces.append(
+        go.Scatter(
+            x=curve.x, y=curve.y, mode="lines", line={"color": color, "dash": dash}, name=curve.label or f"{group} fit",
+            legendgroup=group, showlegend=bool(curve.label),
+        )
+    )
+    return traces
+
+
+def heatmap_figure(
+    df: pd.DataFrame, x: str, y: str, value: str, title: str, xlabel: str | None = None, ylabel: str | None = None
+) -> go.Figure:
+    """Seed-mean `value` over the x by y grid; one Heatmap trace."""
     grid = mean_grid(df, x, y, value)
     fig = go.Figure(
         go.Heatmap(
             z=grid.values,
-            x=[f"{v:g}" for v in grid.columns],
-            y=[f"{v:g}" for v in grid.index],
+            x=[si(v) for v in grid.columns],
+            y=[si(v) for v in grid.index],
             colorscale="Viridis",
-            colorbar={"title": label(value)},
+            colorbar={"title": {"text": label(value), "side": "right"}},
+            texttemplate="%{z:.3f}" if grid.size <= 100 else None,
             hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>{value}=%{{z:.4f}}<extra></extra>",
         )
     )
-    fig.update_layout(title=title, xaxis_title=label(x), yaxis_title=label(y), xaxis_type="category", yaxis_type="category")
+    _layout(fig, title, xlabel or label(x), ylabel or label(y))
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category")
     return fig
 
 
-def curves_figure(df: pd.DataFrame, x: str, y: str, group: str, fits: list[PowerLawFit], title: str) -> go.Figure:
+def epoch_heatmap_figure(
+    history: pd.DataFrame,
+    size_col: str,
+    group_col: str,
+    value: str,
+    title: str,
+    epoch_col: str = "epoch",
+    xlabel: str | None = None,
+    group_label: str | None = None,
+) -> go.Figure:
+    """`value` over model size x epoch, one panel (one Heatmap trace) per group, one colour scale."""
+    groups = sorted(history[group_col].unique())
+    fig = make_subplots(
+        1, len(groups), shared_yaxes=True, horizontal_spacing=0.04, subplot_titles=[f"{group_label or group_col} = {si(g)}" for g in groups]
+    )
+    for i, group in enumerate(groups, start=1):
+        grid = mean_grid(history[history[group_col] == group], size_col, epoch_col, value)
+        fig.add_trace(
+            go.Heatmap(
+                z=grid.values,
+                x=[si(v) for v in grid.columns],
+                y=grid.index.to_numpy(),
+                coloraxis="coloraxis",
+                hovertemplate=f"{size_col}=%{{x}}<br>{epoch_col}=%{{y}}<br>{value}=%{{z:.4f}}<extra></extra>",
+            ),
+            1,
+            i,
+        )
+        fig.update_xaxes(title_text=xlabel or label(size_col), type="category", row=1, col=i)
+    fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": label(value), "side": "right"}}})
+    fig.update_layout(template=TEMPLATE, title={"text": title, "x": 0.01}, margin={"t": 80})
+    fig.update_yaxes(title_text=label(epoch_col), type="log", row=1, col=1)
+    fig.update_yaxes(type="log")
+    fig.for_each_yaxis(lambda axis: _tidy_log_axis(axis, SIZE_TICKS))
+    return fig
+
+
+def error_vs_size_figure(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    group: str,
+    title: str,
+    markers: Mapping[float, Markers] | None = None,
+    train_col: str | None = "train_error",
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    group_label: str | None = None,
+) -> go.Figure:
+    """Per group: `y` seed means with min-max error bars, the train error dotted, the interpolation
+    threshold (a dashed vertical line) and the peak (a star): up to 4 traces per group."""
     fig = go.Figure()
-    fits_by_label = {f.label: f for f in fits}
-    for value, rows in df.groupby(group, sort=True):
+    markers = markers or {}
+    values = sorted(df[group].unique())
+    top = float(df[y].max()) * 1.05
+    for color, value in zip(_colors(len(values)), values):
+        rows = df[df[group] == value]
         stats = rows.groupby(x)[y].agg(["mean", "min", "max"]).sort_index()
-        name = f"{group}={value:g}"
+        name = f"{group_label or group} = {si(value)}"
         fig.add_trace(
             go.Scatter(
                 x=stats.index,
@@ -39,29 +170,147 @@ def curves_figure(df: pd.DataFrame, x: str, y: str, group: str, fits: list[Power
                 mode="lines+markers",
                 name=name,
                 legendgroup=name,
+                line={"color": color, "width": 2.5},
                 error_y={"type": "data", "symmetric": False, "array": stats["max"] - stats["mean"], "arrayminus": stats["mean"] - stats["min"]},
             )
         )
-        fit = fits_by_label.get(f"{group}={value}")
-        if fit is not None:
-            grid = np.geomspace(fit.x.min(), fit.x.max(), 100)
+        if train_col and train_col in rows:
+            train = rows.groupby(x)[train_col].mean().sort_index()
             fig.add_trace(
-                go.Scatter(x=grid, y=fit.predict(grid), mode="lines", line={"dash": "dash"}, name=f"fit {name}", legendgroup=name)
+                go.Scatter(x=train.index, y=train.values, mode="lines", line={"color": color, "dash": "dot"}, name=f"train error, {name}", legendgroup=name)
             )
-    fig.update_layout(title=title, xaxis_title=label(x), yaxis_title=label(y), xaxis_type="log")
+        mark = markers.get(value, Markers())
+        if mark.threshold is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=[mark.threshold, mark.threshold],
+                    y=[0, top],
+                    mode="lines",
+                    line={"color": color, "dash": "dash", "width": 1.5},
+                    name=f"interpolation threshold, {name}: N = {si(mark.threshold)}",
+                    legendgroup=name,
+                )
+            )
+        if mark.peak is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=[mark.peak[0]],
+                    y=[mark.peak[1]],
+                    mode="markers",
+                    marker={"symbol": "star", "size": 18, "color": color, "line": {"color": "black", "width": 1}},
+                    name=f"test-error peak, {name}",
+                    legendgroup=name,
+                )
+            )
+    return _layout(fig, title, xlabel or label(x), ylabel or label(y), log_x=True)
+
+
+def scaling_figure(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    group: str | None,
+    title: str,
+    curves: Mapping[float, Curve] | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    group_label: str | None = None,
+) -> go.Figure:
+    """Log-log `y` vs `x`: per group the trials (1 trace), the fitted law (1) and its band (1 if kept)."""
+    fig = go.Figure()
+    curves = curves or {}
+    values = sorted(df[group].unique()) if group else [None]
+    for color, value in zip(_colors(len(values)), values):
+        rows = df if value is None else df[df[group] == value]
+        name = "trials" if value is None else f"{group_label or group} = {si(value)}"
+        fig.add_trace(go.Scatter(x=rows[x], y=rows[y], mode="markers", marker={"color": color, "size": 8, "opacity": 0.8}, name=name, legendgroup=name))
+        fig.add_traces(_curve_traces(curves.get(value), color, name))
+    _layout(fig, title, xlabel or label(x), ylabel or label(y), log_x=True, log_y=True)
+    # Frame the data and the fitted lines; a wide band at the edge of the range must not squash them.
+    shown = np.concatenate([df[y].to_numpy(float), *(c.y for c in curves.values())])
+    shown = shown[np.isfinite(shown) & (shown > 0)]
+    if shown.size:
+        fig.update_yaxes(range=[np.log10(shown.min() / 1.15), np.log10(shown.max() * 1.15)])
     return fig
 
 
-def write_html(figures: list[go.Figure], path, title: str) -> None:
-    """One page, plotly.js inlined once (no CDN: the machines that open it may be offline)."""
-    parts = [
-        fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_width="100%", default_height="480px")
-        for i, fig in enumerate(figures)
-    ]
-    body = "\n".join(f'<div class="plot">{part}</div>' for part in parts)
+def isoflop_figure(
+    df: pd.DataFrame,
+    size_col: str,
+    metric: str,
+    budget_col: str,
+    title: str,
+    curves: Mapping[float, Curve] | None = None,
+    optima: pd.DataFrame | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+) -> go.Figure:
+    """Per budget the trials (1 trace) and fitted profile (+ band) where given; the optima (1 trace)."""
+    fig = go.Figure()
+    curves = curves or {}
+    budgets = sorted(df[budget_col].unique())
+    for color, budget in zip(_colors(len(budgets), "Plasma"), budgets):
+        rows = df[df[budget_col] == budget]
+        name = f"C = {budget:.2g} FLOPs".replace("e+", "e")
+        fig.add_trace(go.Scatter(x=rows[size_col], y=rows[metric], mode="markers", marker={"color": color, "size": 9}, name=name, legendgroup=name))
+        fig.add_traces(_curve_traces(curves.get(budget), color, name, dash="solid"))
+    if optima is not None and not optima.empty:
+        best = optima.sort_values(budget_col)
+        fig.add_trace(
+            go.Scatter(
+                x=best[size_col],
+                y=best[metric],
+                mode="lines+markers",
+                marker={"symbol": "star", "size": 16, "color": "gold", "line": {"color": "black", "width": 1}},
+                line={"color": "grey", "width": 1},
+                name="optimum per budget",
+            )
+        )
+    return _layout(fig, title, xlabel or label(size_col), ylabel or label(metric), log_x=True)
+
+
+def frontier_figure(
+    optima: pd.DataFrame,
+    budget_col: str,
+    size_col: str,
+    data_col: str,
+    title: str,
+    size_curve: Curve | None = None,
+    data_curve: Curve | None = None,
+    data_label: str | None = None,
+) -> go.Figure:
+    """N_opt(C) and D_opt(C), log-log, two panels: the optima (1 trace each) and fitted laws (+ band)."""
+    fig = make_subplots(1, 2, subplot_titles=["N_opt vs compute", "D_opt vs compute"], horizontal_spacing=0.12)
+    panels = ((1, size_col, size_curve, "N_opt", label(size_col), "rgb(59, 76, 192)"), (2, data_col, data_curve, "D_opt", data_label or label(data_col), "rgb(180, 4, 38)"))
+    for col, column, curve, name, ylabel, color in panels:
+        fig.add_trace(go.Scatter(x=optima[budget_col], y=optima[column], mode="markers", marker={"color": color, "size": 10}, name=f"{name} per budget"), 1, col)
+        for trace in _curve_traces(curve, color, name):
+            fig.add_trace(trace, 1, col)
+        fig.update_xaxes(title_text=label(budget_col), type="log", row=1, col=col)
+        fig.update_yaxes(title_text=f"{name}: {ylabel}", type="log", row=1, col=col)
+    fig.update_layout(template=TEMPLATE, title={"text": title, "x": 0.01}, margin={"t": 80})
+    fig.update_xaxes(exponentformat="power")
+    fig.for_each_yaxis(lambda axis: _tidy_log_axis(axis, SIZE_TICKS))
+    return fig
+
+
+def write_html(figures: Sequence[go.Figure], path: str | Path, title: str, intro: str = "", appendix: str = "") -> Path:
+    """One page, plotly.js inlined once in the head (no CDN: the machines that open it may be offline).
+
+    `intro` and `appendix` are plain text shown above and below the plots (HTML-escaped).
+    """
+    config = {"displaylogo": False, "responsive": True}
+    parts = [fig.to_html(full_html=False, include_plotlyjs=False, default_width="100%", default_height="500px", config=config) for fig in figures]
+    body = "\n".join(f'<section class="plot">{part}</section>' for part in parts)
+    intro_html = f"<p class='intro'>{html.escape(intro)}</p>" if intro else ""
+    appendix_html = f"<h2>Fits</h2><pre>{html.escape(appendix)}</pre>" if appendix else ""
     page = (
-        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}.plot{margin:2em 0}</style>"
-        f"</head><body><h1>{title}</h1>\n{body}\n</body></html>"
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:1150px;margin:auto;padding:0 1em;color:#222}"
+        ".plot{margin:1.5em 0;border-top:1px solid #eee}.intro{color:#555}pre{background:#f6f6f6;padding:1em;overflow-x:auto}</style>"
+        f"</head><body><h1>{html.escape(title)}</h1>{intro_html}\n{body}\n{appendix_html}</body></html>"
     )
+    path = Path(path)
     path.write_text(page)
+    return path

@@ -1,6 +1,12 @@
-"""Matplotlib figures from DataFrames and fit results. They take data, never query MLflow or Ray."""
+"""Matplotlib figures for papers, from DataFrames and plain values. They never query MLflow or Ray.
+
+Every function takes `(df, column names, ..., ax=None)` and returns the figure; fitted lines come in
+as `Curve`s (see dashboards.curves), marks as plain numbers, so any fit result can be drawn.
+"""
 
 from __future__ import annotations
+
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -9,25 +15,43 @@ matplotlib.use("Agg")  # headless: reports are written on machines with no displ
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.colors import Normalize
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from orchestrator.fit import PowerLawFit
+from dashboards.curves import Curve, Markers
 
 AXIS_LABELS = {
     "n_params": "model size N (parameters)",
     "n_samples": "data size D (training samples)",
     "train_flops": "training compute C (FLOPs)",
+    "compute_budget": "compute budget C (FLOPs)",
     "width": "hidden width (units)",
     "n_train": "training samples",
     "test_error": "test error (fraction misclassified)",
     "train_error": "train error (fraction misclassified)",
     "test_loss": "test loss (nats)",
     "train_loss": "train loss (nats)",
-    "epoch": "epoch",
+    "epoch": "epoch (passes over the training set)",
 }
+FIGSIZE = (7.5, 4.8)
 
 
 def label(column: str) -> str:
     return AXIS_LABELS.get(column, column)
+
+
+def si(value: float) -> str:
+    """Compact tick text: 1200 -> 1.2k, 3.5e6 -> 3.5M, 2e9 -> 2B, 1e21 -> 1e21."""
+    value = float(value)
+    if value == 0 or not np.isfinite(value):
+        return f"{value:g}"
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            if abs(value) >= 1000 * scale:
+                return f"{value:.0e}".replace("e+", "e")
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
 
 
 def mean_grid(df: pd.DataFrame, x: str, y: str, value: str) -> pd.DataFrame:
@@ -35,44 +59,299 @@ def mean_grid(df: pd.DataFrame, x: str, y: str, value: str) -> pd.DataFrame:
     return df.pivot_table(index=y, columns=x, values=value, aggfunc="mean").sort_index().sort_index(axis=1)
 
 
-def heatmap(df: pd.DataFrame, x: str, y: str, value: str, title: str = "", ax=None):
-    """Mean `value` over a grid of x by y, one labelled cell per grid point."""
+def _axes(ax, figsize=FIGSIZE):
+    if ax is not None:
+        return ax.figure, ax
+    return plt.subplots(figsize=figsize, layout="constrained")
+
+
+def _style(ax, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=11, loc="left", fontweight="bold")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.grid(True, which="minor", alpha=0.1)
+
+
+def _si_axis(axis) -> None:
+    axis.set_major_formatter(FuncFormatter(lambda v, _: si(v)))
+
+
+def _colors(n: int, cmap: str = "viridis") -> np.ndarray:
+    # Ordered groups (data sizes, budgets) get ordered colours; the pale end is left out for contrast.
+    return plt.get_cmap(cmap)(np.linspace(0.0, 0.8, max(n, 1)))
+
+
+def cell_edges(values, log: bool) -> np.ndarray:
+    """Cell boundaries around sorted grid values: midpoints between neighbours (in log when log)."""
+    t = np.log(np.asarray(values, dtype=float)) if log else np.asarray(values, dtype=float)
+    if len(t) == 1:
+        edges = np.array([t[0] - 0.5, t[0] + 0.5])
+    else:
+        mid = (t[1:] + t[:-1]) / 2
+        edges = np.concatenate([[2 * t[0] - mid[0]], mid, [2 * t[-1] - mid[-1]]])
+    return np.exp(edges) if log else edges
+
+
+def tick_values(values, log: bool, max_ticks: int = 9) -> np.ndarray:
+    """The grid values to label: all of them, or about max_ticks spread evenly (in log when log)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) <= max_ticks:
+        return values
+    t = np.log(values) if log else values
+    targets = np.linspace(t[0], t[-1], max_ticks)
+    return values[np.unique([np.argmin(np.abs(t - target)) for target in targets])]
+
+
+def heatmap(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    value: str,
+    title: str = "",
+    ax=None,
+    log_x: bool = True,
+    log_y: bool = True,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    annotate: bool | None = None,
+    colorbar: bool = True,
+):
+    """Seed-mean `value` over the x by y grid, cells placed at their real (log) positions.
+
+    Cells are annotated with their value when the grid is small enough to read (<= 100 cells).
+    """
     grid = mean_grid(df, x, y, value)
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4.5))
-    image = ax.imshow(grid.values, origin="lower", aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(grid.columns)), [f"{v:g}" for v in grid.columns], rotation=45)
-    ax.set_yticks(range(len(grid.index)), [f"{v:g}" for v in grid.index])
-    for (i, j), cell in np.ndenumerate(grid.values):
-        if np.isfinite(cell):
-            ax.text(j, i, f"{cell:.3f}", ha="center", va="center", fontsize=7, color="w" if cell > np.nanmean(grid.values) else "k")
-    ax.set_xlabel(label(x))
-    ax.set_ylabel(label(y))
-    ax.set_title(title or f"{label(value)}")
-    fig.colorbar(image, ax=ax, label=label(value))
-    fig.tight_layout()
+    fig, ax = _axes(ax)
+    xs, ys, z = grid.columns.to_numpy(float), grid.index.to_numpy(float), grid.to_numpy(float)
+    finite = z[np.isfinite(z)]
+    norm = Normalize(*(np.nanmin(finite), np.nanmax(finite)) if finite.size else (0, 1))
+    mesh = ax.pcolormesh(cell_edges(xs, log_x), cell_edges(ys, log_y), np.ma.masked_invalid(z), cmap="viridis", norm=norm)
+    if log_x:
+        ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    for axis, values, is_log in ((ax.xaxis, xs, log_x), (ax.yaxis, ys, log_y)):
+        ticks = tick_values(values, is_log)
+        axis.set_minor_locator(NullLocator())
+        axis.set_minor_formatter(NullFormatter())
+        axis.set_ticks(ticks, [si(v) for v in ticks])
+    if annotate if annotate is not None else z.size <= 100:
+        for (i, j), cell in np.ndenumerate(z):
+            if np.isfinite(cell):
+                dark = norm(cell) < 0.55  # light text on the dark end of viridis
+                ax.text(xs[j], ys[i], f"{cell:.3f}", ha="center", va="center", fontsize=7, color="w" if dark else "k")
+    ax.set_title(title or label(value), fontsize=11, loc="left", fontweight="bold")
+    ax.set_xlabel(xlabel or label(x))
+    ax.set_ylabel(ylabel or label(y))
+    if colorbar:
+        fig.colorbar(mesh, ax=ax, label=label(value), pad=0.02)
     return fig
 
 
-def curves(
-    df: pd.DataFrame, x: str, y: str, group: str, fits: list[PowerLawFit] | None = None, title: str = "", ax=None
+def epoch_heatmaps(
+    history: pd.DataFrame,
+    size_col: str,
+    group_col: str,
+    value: str = "test_error",
+    title: str = "",
+    epoch_col: str = "epoch",
+    xlabel: str | None = None,
+    group_label: str | None = None,
 ):
-    """`y` against `x` (log x) per `group`: seed means with min-max bands, and fitted laws dashed."""
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4.5))
-    fits_by_label = {f.label: f for f in fits or []}
-    colors = plt.cm.viridis(np.linspace(0, 0.9, max(df[group].nunique(), 1)))
-    for color, (value, rows) in zip(colors, df.groupby(group, sort=True)):
-        stats = rows.groupby(x)[y].agg(["mean", "min", "max"]).sort_index()
-        ax.plot(stats.index, stats["mean"], "o-", color=color, label=f"{group}={value:g}")
-        ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15)
-        fit = fits_by_label.get(f"{group}={value}")
-        if fit is not None:
-            grid = np.geomspace(fit.x.min(), fit.x.max(), 100)
-            ax.plot(grid, fit.predict(grid), "--", color=color, alpha=0.8)
+    """Epoch-wise double descent: `value` over model size x epoch, one panel per group (e.g. data size).
+
+    All panels share one colour scale so they can be compared.
+    """
+    groups = sorted(history[group_col].unique())
+    fig, axes = plt.subplots(
+        1, len(groups), figsize=(4.2 * len(groups) + 1.2, 4.6), sharey=True, layout="constrained", squeeze=False
+    )
+    vmin, vmax = history[value].min(), history[value].max()
+    mesh = None
+    for ax, group in zip(axes[0], groups):
+        rows = history[history[group_col] == group]
+        heatmap(rows, size_col, epoch_col, value, ax=ax, colorbar=False, annotate=False, xlabel=xlabel)
+        mesh = ax.collections[0]
+        mesh.set_norm(Normalize(vmin, vmax))
+        ax.set_title(f"{group_label or group_col} = {si(group)}", fontsize=10, loc="left", fontweight="normal")
+        if ax is not axes[0][0]:
+            ax.set_ylabel("")
+    fig.colorbar(mesh, ax=axes[0].tolist(), label=label(value), pad=0.01)
+    fig.suptitle(title or f"{label(value)} over model size and epoch", fontsize=11, x=0.01, ha="left", fontweight="bold")
+    return fig
+
+
+def _seed_stats(rows: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    return rows.groupby(x)[y].agg(["mean", "min", "max"]).sort_index()
+
+
+def error_vs_size(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    group: str,
+    markers: Mapping[float, Markers] | None = None,
+    train_col: str | None = "train_error",
+    title: str = "",
+    ax=None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    group_label: str | None = None,
+):
+    """`y` against model size `x` (log x) per `group`: seed means, min-max bands, train error dotted,
+    each group's interpolation threshold (dashed vertical line) and error peak (star) marked."""
+    fig, ax = _axes(ax)
+    markers = markers or {}
+    values = sorted(df[group].unique())
+    for color, value in zip(_colors(len(values)), values):
+        rows = df[df[group] == value]
+        stats = _seed_stats(rows, x, y)
+        ax.plot(stats.index, stats["mean"], "o-", color=color, lw=2, ms=5, label=f"{group_label or group} = {si(value)}")
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15, lw=0)
+        if train_col and train_col in rows:
+            train = rows.groupby(x)[train_col].mean().sort_index()
+            ax.plot(train.index, train.values, ":", color=color, lw=1.5)
+        mark = markers.get(value, Markers())
+        if mark.threshold is not None:
+            ax.axvline(mark.threshold, color=color, ls="--", lw=1.2, alpha=0.8)
+        if mark.peak is not None:
+            ax.plot(*mark.peak, marker="*", ms=16, color=color, mec="k", mew=0.8, ls="none", zorder=5)
     ax.set_xscale("log")
-    ax.set_xlabel(label(x))
-    ax.set_ylabel(label(y))
-    ax.set_title(title or f"{label(y)} vs {label(x)}")
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
+    _si_axis(ax.xaxis)
+    _style(ax, title or f"{label(y)} vs {label(x)}", xlabel or label(x), ylabel or label(y))
+    handles, _ = ax.get_legend_handles_labels()
+    extra = []
+    if train_col and train_col in df:
+        extra.append(Line2D([], [], color="0.3", ls=":", label="train error"))
+    if any(m.threshold is not None for m in markers.values()):
+        extra.append(Line2D([], [], color="0.3", ls="--", label="interpolation threshold"))
+    if any(m.peak is not None for m in markers.values()):
+        extra.append(Line2D([], [], color="0.5", marker="*", ms=12, mec="k", ls="none", label="test-error peak"))
+    ax.legend(handles=handles + extra, fontsize=8, frameon=False, loc="best")
+    return fig
+
+
+def scaling_curves(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    group: str | None = None,
+    curves: Mapping[float, Curve] | None = None,
+    title: str = "",
+    ax=None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    group_label: str | None = None,
+):
+    """`y` against `x` on log-log axes: each seed as a faint dot, seed means joined, and per group the
+    fitted law (`curves[group value]`) drawn dashed with its band shaded."""
+    fig, ax = _axes(ax)
+    curves = curves or {}
+    values = sorted(df[group].unique()) if group else [None]
+    for color, value in zip(_colors(len(values)), values):
+        rows = df if value is None else df[df[group] == value]
+        stats = _seed_stats(rows, x, y)
+        name = "" if value is None else f"{group_label or group} = {si(value)}"
+        ax.scatter(rows[x], rows[y], s=10, color=color, alpha=0.35, lw=0)
+        ax.plot(stats.index, stats["mean"], "o", color=color, ms=6, label=name or "seed mean")
+        curve = curves.get(value)
+        if curve is not None:
+            if curve.has_band:
+                ax.fill_between(curve.x, curve.lo, curve.hi, color=color, alpha=0.18, lw=0)
+            ax.plot(curve.x, curve.y, "--", color=color, lw=1.8, label=curve.label or None)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _si_axis(ax.xaxis)
+    # Frame the data and the fitted lines; a wide bootstrap band at the edge of the range must not
+    # squash the picture.
+    shown = np.concatenate([df[y].to_numpy(float), *(c.y for c in curves.values())])
+    shown = shown[np.isfinite(shown) & (shown > 0)]
+    if shown.size:
+        lo, hi = shown.min() / 1.15, shown.max() * 1.15
+        ax.set_ylim(lo, hi)
+        ax.yaxis.set_major_locator(LogLocator(subs="all" if hi / lo < 10 else (1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    _style(ax, title or f"{label(y)} vs {label(x)}", xlabel or label(x), ylabel or label(y))
+    handles, _ = ax.get_legend_handles_labels()
+    if any(c.has_band for c in curves.values()):
+        handles.append(Line2D([], [], color="0.3", ls="--", label="fit, shaded: bootstrap CI"))
+    ax.legend(handles=handles, fontsize=8, frameon=False, loc="best")
+    return fig
+
+
+def isoflop_profiles(
+    df: pd.DataFrame,
+    size_col: str,
+    metric: str,
+    budget_col: str,
+    curves: Mapping[float, Curve] | None = None,
+    optima: pd.DataFrame | None = None,
+    title: str = "",
+    ax=None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+):
+    """IsoFLOP profiles: `metric` against model size at each fixed compute budget (log x), the fitted
+    profile per budget (`curves[budget]`, e.g. a parabola in log N) and each budget's optimum
+    (`optima`: columns budget_col, size_col, metric) joined by a line: the compute-optimal frontier."""
+    fig, ax = _axes(ax)
+    curves = curves or {}
+    budgets = sorted(df[budget_col].unique())
+    colors = _colors(len(budgets), "plasma")
+    for color, budget in zip(colors, budgets):
+        rows = df[df[budget_col] == budget]
+        stats = _seed_stats(rows, size_col, metric)
+        ax.plot(stats.index, stats["mean"], "o", color=color, ms=6, label=f"C = {budget:.2g} FLOPs".replace("e+", "e"))
+        curve = curves.get(budget)
+        if curve is not None:
+            if curve.has_band:
+                ax.fill_between(curve.x, curve.lo, curve.hi, color=color, alpha=0.15, lw=0)
+            ax.plot(curve.x, curve.y, "-", color=color, lw=1.6, alpha=0.9)
+    if optima is not None and not optima.empty:
+        best = optima.sort_values(budget_col)
+        ax.plot(best[size_col], best[metric], "-", color="0.4", lw=1, alpha=0.7, zorder=4)
+        ax.plot(best[size_col], best[metric], "*", color="gold", mec="k", mew=0.8, ms=15, ls="none", zorder=5, label="optimum per budget")
+    ax.set_xscale("log")
+    _si_axis(ax.xaxis)
+    _style(ax, title or f"IsoFLOP profiles: {label(metric)}", xlabel or label(size_col), ylabel or label(metric))
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    return fig
+
+
+def compute_frontier(
+    optima: pd.DataFrame,
+    budget_col: str,
+    size_col: str,
+    data_col: str,
+    size_curve: Curve | None = None,
+    data_curve: Curve | None = None,
+    title: str = "",
+    axes: Sequence | None = None,
+    data_label: str | None = None,
+):
+    """The compute-optimal model size N_opt(C) and data size D_opt(C), log-log, side by side, each
+    with its fitted power law (a Curve, band shaded) where one is given."""
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+    fig = axes[0].figure
+    panels = (
+        (axes[0], size_col, size_curve, "N_opt", label(size_col), "#3b4cc0"),
+        (axes[1], data_col, data_curve, "D_opt", data_label or label(data_col), "#b40426"),
+    )
+    for ax, col, curve, name, ylabel, color in panels:
+        ax.plot(optima[budget_col], optima[col], "o", color=color, ms=7, label=f"{name} per budget")
+        if curve is not None:
+            if curve.has_band:
+                ax.fill_between(curve.x, curve.lo, curve.hi, color=color, alpha=0.15, lw=0)
+            ax.plot(curve.x, curve.y, "--", color=color, lw=1.8, label=curve.label or f"{name} fit")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _si_axis(ax.xaxis)
+        _si_axis(ax.yaxis)
+        _style(ax, f"{name} vs compute", label(budget_col), f"{name}: {ylabel}")
+        ax.legend(fontsize=8, frameon=False, loc="upper left")
+    fig.suptitle(title or "compute-optimal frontier", fontsize=11, x=0.01, ha="left", fontweight="bold")
     return fig

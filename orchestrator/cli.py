@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator import sweep
+from orchestrator.progress import counts_table, results_table
 from orchestrator.spec import SpecError, SweepSpec, load_spec
 from orchestrator.store import TrackingUnavailable
 
@@ -107,7 +109,8 @@ def run(
     spec = read_spec(spec_path)
     with guarded():
         outcome = sweep.run_sweep(spec, address=address, num_cpus=num_cpus, confirmed=yes, progress=progress)
-    print_outcome(spec, outcome)
+        print_outcome(spec, outcome)
+        print_results(spec, sweep.sweep_status(spec))
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)
 
 
@@ -119,25 +122,58 @@ def print_outcome(spec: SweepSpec, outcome: sweep.SweepOutcome) -> None:
     )
 
 
+def report_metric(frame) -> str:
+    return next((m for m in ("test_error", "test_loss") if m in frame), "test_error")
+
+
+def print_results(spec: SweepSpec, state: sweep.SweepState) -> None:
+    """Counts per status, then the compact grid (or the best and worst trials) of the final metric."""
+    out.print(counts_table(state.counts, state.pending, f"{spec.name}: trials by status"))
+    if state.grid_size:
+        metric = report_metric(state.trials)
+        title = f"{spec.name}: final {metric} (seed mean)"
+        out.print(results_table(state.grid, state.trials, list(spec.axes), metric, title))
+
+
+def ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 @app.command()
 def status(spec_path: Path = SpecArg, trials: bool = typer.Option(False, "--trials", help="list every trial")):
     """The state of a sweep, read from MLflow alone: works while it runs, after a crash, from another machine."""
     spec = read_spec(spec_path)
     with guarded():
-        parent, frame, grid_size = sweep.sweep_status(spec)
-    if parent is None:
-        out.print(f"sweep {spec.name}: not started ({grid_size} trials in the grid)")
+        state = sweep.sweep_status(spec)
+    if state.parent_run_id is None:
+        out.print(f"sweep {spec.name}: not started ({state.grid_size} trials in the grid)")
         return
-    counts = frame["status"].value_counts().to_dict() if not frame.empty else {}
-    pending = grid_size - len(frame)
+    counts = state.counts
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    out.print(f"sweep {spec.name} (parent run {parent}): {grid_size} trials: {summary or 'none recorded'}, {pending} pending")
-    if trials and not frame.empty:
+    out.print(
+        f"sweep {spec.name} (parent run {state.parent_run_id}): {state.grid_size} trials: "
+        f"{summary or 'none recorded'}, {state.pending} pending"
+    )
+    now = time.time()
+    if state.first_start_s is not None:
+        timing = f"first trial started {ago(now - state.first_start_s)} ago, last activity {ago(now - state.last_activity_s)} ago"
+        eta = state.eta_s(now)
+        if counts["running"] and eta is not None:
+            timing += f"; about {ago(eta)} left at this pace"
+        out.print(timing)
+    print_results(spec, state)
+    if trials and not state.trials.empty:
+        frame = state.trials
         table = Table()
         columns = ["trial_key", "status", *[a for a in spec.axes if a in frame], "n_params", "n_samples"]
-        columns += [m for m in ("train_error", "test_error") if m in frame]
+        columns += [m for m in ("train_error", "test_error", "test_loss") if m in frame]
         for column in columns:
-            table.add_column(column)
+            # Keys and statuses are what a reader searches for: never cut them.
+            table.add_column(column, no_wrap=column in ("trial_key", "status"), min_width=len(column))
         for _, row in frame[columns].iterrows():
             table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
         out.print(table)
@@ -161,34 +197,46 @@ def fit(spec_path: Path = SpecArg, n_boot: int = typer.Option(200, help="bootstr
 def report(
     spec_path: Path = SpecArg,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="folder for the files (default: reports/<sweep name>)"),
+    formats: list[str] = typer.Option(["png"], "--format", help="picture format, repeatable: png, svg, pdf"),
+    n_boot: int = typer.Option(200, help="bootstrap resamples for the fits' CI bands"),
 ):
-    """Write the heatmap, curves (PNG), an interactive HTML page and fits.json; log them to the sweep's parent run."""
+    """Write the pictures (heatmaps, double descent, scaling, IsoFLOP), an interactive HTML page and fits.json; log them to the sweep's parent run."""
     spec = read_spec(spec_path)
+    bad = [f for f in formats if f not in ("png", "svg", "pdf")]
+    if bad:
+        raise fail(f"--format: {bad[0]!r} is not one of png, svg, pdf", EXIT_BAD_INPUT)
     target = out_dir or Path("reports") / spec.name
     with guarded():
-        written = sweep.report_sweep(spec, target)
+        written = sweep.report_sweep(spec, target, n_boot=n_boot, formats=tuple(formats))
     for path in written:
         out.print(f"wrote {path}")
+    out.print(f"open {target.resolve() / 'report.html'} in a browser (works offline); also logged to the sweep's MLflow run under report/")
 
 
 def tracking_ui_command(uri: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    # One worker: the UI serves one person, and each worker process imports all of MLflow.
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
 
 
 @app.command()
 def ui(spec_path: Path = SpecArg, port: int = typer.Option(5000, help="port on 127.0.0.1")):
-    """Start the MLflow UI on 127.0.0.1 for the spec's tracking store and print the sweep's URL."""
+    """Start the MLflow UI on 127.0.0.1 for the spec's tracking store and print the sweep's URL.
+
+    With an http(s) tracking URI the server already is the UI: print the URL and start nothing.
+    """
     spec = read_spec(spec_path)
     uri = spec.tracking.uri
     with guarded():
         store = sweep.open_store(spec)
         parent = store.find_sweep(spec.name)
-    base = uri if uri.startswith("http") else f"http://127.0.0.1:{port}"
-    out.print(f"sweep {spec.name}: {store.run_url(base, parent) if parent else base}")
-    if uri.startswith("http"):
+    remote = uri.startswith(("http://", "https://"))
+    base = uri.rstrip("/") if remote else f"http://127.0.0.1:{port}"
+    url = store.run_url(base, parent) if parent else f"{base}/#/experiments/{store.experiment_id}"
+    out.print(f"sweep {spec.name}: {url}" + ("" if parent else "  (not run yet: the experiment)"))
+    if remote:
         return
     out.print("MLflow UI listening on 127.0.0.1 only; press Ctrl-C to stop")
-    raise typer.Exit(subprocess.call(tracking_ui_command(uri, port)))
+    raise typer.Exit(subprocess.call(tracking_ui_command(store.tracking_uri, port)))
 
 
 @app.command()
@@ -201,6 +249,7 @@ def demo(
     with guarded():
         outcome = sweep.run_sweep(spec, num_cpus=num_cpus)
         print_outcome(spec, outcome)
+        print_results(spec, sweep.sweep_status(spec))
         fits, skipped = sweep.fit_sweep(spec)
         for result in fits:
             out.print(result.summary(), highlight=False, markup=False)

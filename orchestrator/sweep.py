@@ -132,13 +132,73 @@ def run_sweep(
     return outcome
 
 
-def sweep_status(spec: SweepSpec) -> tuple[str | None, pd.DataFrame, int]:
-    """(parent run id, one row per recorded trial, trials in the grid) read from MLflow alone."""
+@dataclass
+class SweepState:
+    """A sweep as MLflow records it right now: which trials exist, how they stand, when they moved.
+
+    Built from the tracking store alone, so it reads the same while the sweep runs, after its
+    driver died, or from another machine.
+    """
+
+    name: str
+    parent_run_id: str | None
+    grid: pd.DataFrame  # one row per trial of the spec: trial_key, n_params, n_samples, train_flops
+    trials: pd.DataFrame  # one row per recorded trial (results.trials_frame)
+    first_start_s: float | None = None  # unix seconds of the earliest trial start
+    last_activity_s: float | None = None  # unix seconds of the latest trial start or end
+
+    @property
+    def grid_size(self) -> int:
+        return len(self.grid)
+
+    @property
+    def counts(self) -> Counter:
+        """Recorded trials by status (finished, running, failed, diverged), grid trials only."""
+        if self.trials.empty:
+            return Counter()
+        recorded = self.trials[self.trials["trial_key"].isin(self.grid["trial_key"])]
+        return Counter(recorded["status"].value_counts().to_dict())
+
+    @property
+    def pending(self) -> int:
+        """Trials of the grid with no run yet."""
+        recorded = set(self.trials["trial_key"]) if not self.trials.empty else set()
+        return int((~self.grid["trial_key"].isin(recorded)).sum())
+
+    def eta_s(self, now_s: float | None = None) -> float | None:
+        """Seconds left at the pace so far (finished trials per second since the first start), or None."""
+        done = self.counts["finished"] + self.counts["failed"] + self.counts["diverged"]
+        left = self.grid_size - done
+        if not done or not left or self.first_start_s is None:
+            return None
+        elapsed = (now_s or time.time()) - self.first_start_s
+        return left * elapsed / done
+
+
+def sweep_status(spec: SweepSpec) -> SweepState:
+    """The state of a sweep read from MLflow alone (see SweepState); parent_run_id is None if it never ran."""
+    grid = pd.DataFrame(
+        [
+            {"trial_key": t.key, "n_params": t.size.n_params, "n_samples": t.size.n_samples, "train_flops": t.size.train_flops}
+            for t in expand_grid(spec)
+        ],
+        columns=["trial_key", "n_params", "n_samples", "train_flops"],
+    )
     store = open_store(spec)
     parent = store.find_sweep(spec.name)
     if parent is None:
-        return None, results.trials_frame([]), spec.grid_size
-    return parent, results.load_trials(store, parent), spec.grid_size
+        return SweepState(spec.name, None, grid, results.trials_frame([]))
+    records = store.trial_records(parent)
+    starts = [r.start_time for r in records if r.start_time]
+    moments = starts + [r.end_time for r in records if r.end_time]
+    return SweepState(
+        spec.name,
+        parent,
+        grid,
+        results.trials_frame(records),
+        first_start_s=min(starts) / 1000 if starts else None,
+        last_activity_s=max(moments) / 1000 if moments else None,
+    )
 
 
 def finished_trials(spec: SweepSpec) -> tuple[SweepStore, str, pd.DataFrame]:
@@ -158,15 +218,35 @@ def fit_sweep(spec: SweepSpec, n_boot: int = 200, log: bool = True) -> tuple[lis
     return fits, skipped
 
 
-def report_sweep(spec: SweepSpec, out_dir: str | Path, n_boot: int = 200) -> list[Path]:
-    """Write the report files to out_dir and log them under 'report/' on the sweep's parent run."""
-    from dashboards import write_report
+def report_sweep(spec: SweepSpec, out_dir: str | Path, n_boot: int = 200, formats: tuple[str, ...] = ("png",)) -> list[Path]:
+    """Write the report files to out_dir and log them under 'report/' on the sweep's parent run.
+
+    Reads the finished trials and their per-epoch history from MLflow, fits test error vs model size
+    per data size, and, when the spec has compute budgets, adds the IsoFLOP profiles and frontier.
+    """
+    from dashboards import ComputeOptimal, write_report
+    from dashboards.curves import budget_of
 
     store, parent, trials = finished_trials(spec)
     fits, _ = fit_error_vs_size(trials, n_boot=n_boot)
+    records = [r for r in store.trial_records(parent) if r.run_status == "FINISHED"]
+    history = results.history_frame(store, records, metrics=("train_error", "test_error"))
+    compute = None
+    budgets = getattr(spec, "compute_budgets", None)
+    if budgets and not trials.empty and "train_flops" in trials:
+        budgeted = trials.assign(compute_budget=budget_of(trials["train_flops"], budgets))
+        metric = "test_loss" if "test_loss" in budgeted else "test_error"
+        compute = ComputeOptimal(budgeted, metric=metric)
     workload = load_workload(spec)
     written = write_report(
-        trials, fits, out_dir, title=spec.name, grid_x=workload.model_size_param, grid_y=workload.data_size_param
+        trials,
+        fits,
+        out_dir,
+        title=spec.name,
+        history=history,
+        compute=compute,
+        data_unit=getattr(workload, "data_unit", "samples"),
+        formats=formats,
     )
     store.log_artifacts(parent, out_dir, "report")
     return written

@@ -27,6 +27,8 @@ class PowerLawFit:
     label: str = ""
     n_boot: int = 0
     ci_level: float = 0.95
+    # Bootstrap draws of (E, A, alpha), one row per resample: prediction bands come from these.
+    param_samples: np.ndarray | None = field(default=None, repr=False)
 
     def predict(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=float)
@@ -124,4 +126,5 @@ def fit_power_law(
         label=label,
         n_boot=len(boots) if n_boot else 0,
         ci_level=ci_level,
+        param_samples=samples if n_boot else None,
     )
