@@ -63,7 +63,8 @@ def test_compute_budgets_give_each_trial_d_equal_c_over_6n():
     for trial in trials:
         n = compute.transformer_params_without_embeddings(1, trial.config["d_model"])
         assert trial.size.n_params == n
-        assert trial.config["n_tokens"] == math.floor(trial.compute_budget / (6 * n)) == tokens_for_budget(trial.compute_budget, n)
+        assert trial.config["n_tokens"] == math.floor(trial.compute_budget / (6 * n))
+        assert trial.config["n_tokens"] == tokens_for_budget(trial.compute_budget, n)
         # D seen is whole steps of 8 x 32 tokens, so C = 6 N D is the budget up to one step.
         assert trial.size.n_samples % 256 == 0
         assert trial.compute_budget - 6 * n * 256 < trial.size.train_flops <= trial.compute_budget
@@ -71,7 +72,8 @@ def test_compute_budgets_give_each_trial_d_equal_c_over_6n():
 
 
 def test_a_budget_too_small_for_a_size_names_the_field():
-    with pytest.raises(SpecError, match=r"compute_budgets: 1e\+07 FLOPs at \{'d_model': 32\}.*n_tokens=134, which the workload rejects: .*fewer than one step"):
+    too_few = r"compute_budgets: 1e\+07 FLOPs at \{'d_model': 32\}.*n_tokens=134, which the workload rejects: .*fewer than one step"
+    with pytest.raises(SpecError, match=too_few):
         expand_grid(parse_spec(budget_spec([1e7], sizes=(8, 32))))
     with pytest.raises(SpecError, match="compute_budgets"):
         parse_spec(budget_spec([0]))

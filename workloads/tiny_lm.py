@@ -78,7 +78,7 @@ class TinyLMConfig(BaseModel):
     grad_clip: float = Field(default=1.0, ge=0, description="max global gradient norm; 0 turns clipping off")
     n_evals: int = Field(default=8, ge=1, description="held-out evaluations over the trial (the reported epochs)")
     eval_tokens: int = Field(default=32_768, gt=0, description="held-out tokens per evaluation")
-    corpus: str = Field(default="stdlib", description="'stdlib' (this Python's standard library sources) or a local file or folder")
+    corpus: str = Field(default="stdlib", description="'stdlib' (this Python's stdlib sources) or a local file or folder")
     corpus_max_bytes: int = Field(default=8_000_000, gt=0, description="bytes of the corpus read, at most")
     seed: int = Field(default=0, ge=0, description="model initialization")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -310,7 +310,8 @@ class TinyLM(Workload):
         import torch
         import torch.nn.functional as F
 
-        device = torch.device("cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()) else "cpu")
+        on_gpu = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+        device = torch.device("cuda" if on_gpu else "cpu")
         use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
         peak = compute.peak_flops_per_s(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
         per_token_flops = flops_per_token_with_attention(config)
@@ -426,4 +427,7 @@ class TinyLM(Workload):
                      "since_eval": (bits_sum.item(), wrong_sum.item(), seen_since_eval, train_time)}  # fmt: skip
                 )
                 tic = time.perf_counter()
-        checkpointer.save({"config": config_dump, "step": step, "model": model.state_dict(), "history": history, "finished": True})
+        # The finished trial keeps its final weights (no optimizer state) and its history.
+        checkpointer.save(
+            {"config": config_dump, "step": step, "model": model.state_dict(), "history": history, "finished": True}
+        )
