@@ -13,7 +13,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from orchestrator import load_spec, run_sweep
+from orchestrator import load_spec, parse_spec, run_sweep
 from orchestrator.cli import app
 from orchestrator.grid import expand_grid
 from orchestrator.results import load_history, load_trials
@@ -177,3 +177,13 @@ def test_corpus_is_this_pythons_stdlib_by_default_or_any_local_file(tmp_path):
     text.write_bytes(b"abcdefghij" * 1000)
     train, held = load_corpus(str(text), 10**6)
     assert len(train) == 9000 and len(held) == 1000
+
+
+def test_checkpoint_folder_is_the_trials_own_and_can_be_turned_off(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = tiny_spec(tmp_path, execution={"checkpoint_every_s": 30})
+    trials = expand_grid(parse_spec(spec))
+    assert {t.checkpoint.directory for t in trials} == {str(tmp_path / "checkpoints" / t.key) for t in trials}
+    assert {t.checkpoint.every_s for t in trials} == {30}
+    spec["execution"] = {"checkpoint_dir": None}
+    assert all(t.checkpoint is None for t in expand_grid(parse_spec(spec)))
