@@ -29,12 +29,14 @@ Checkpoints: with a `CheckpointPolicy` from the reporter, the trial writes model
 reported history every `every_s` seconds (atomically), and a retry after a crash resumes from there,
 replaying the earlier evaluations to the reporter; the finished trial leaves its final weights.
 
-Packing: trials of one shape (same d_model, n_layers, context, batch size) differing only in seed could
-train together by stacking their weights and vmapping the forward pass (torch.func.functional_call +
-vmap; scaled_dot_product_attention has a batching rule). Trials that differ in D could share a pack
-too, each with its own LR schedule, leaving the pack as their step counts run out. An IsoFLOP sweep
-gains little: within a budget every trial has a different shape, so only its seeds pack. Not
-implemented here; this workload trains one trial per call.
+Packing: trials of one shape (same d_model, n_layers, context, batch size) differing only in seed can
+train together with stacked weights (torch.func.functional_call + vmap). One catch, checked with torch
+2.13: vmap has no batching rule for scaled_dot_product_attention's CPU kernel and falls back to a
+per-member loop (with a warning), so a packed model should fold the pack into attention's batch
+dimension instead (attention holds no weights; only the linear layers need per-member weights, an
+einsum over the stacked matrices). Trials that differ only in D could share a pack too, each with its
+own LR schedule, leaving as its step count runs out. An IsoFLOP sweep gains little: within a budget
+every trial has a different shape, so only its seeds pack. Not implemented: one trial per call.
 """
 
 from __future__ import annotations
