@@ -8,7 +8,9 @@ from orchestrator.store import SweepStore, TrialRecord
 from workloads.api import STANDARD_METRICS
 
 # Tags that hold numbers, cast back on load (MLflow stores tags and params as strings).
-NUMERIC_TAGS = ("n_params", "n_samples", "train_flops")
+NUMERIC_TAGS = (
+    "n_params", "n_samples", "train_flops", "n_params_with_embeddings", "train_flops_with_attention", "compute_budget",
+)  # fmt: skip
 ID_COLUMNS = ("trial_key", "run_id", "status", "run_status", "workload", "n_params", "n_samples", "train_flops")
 
 

@@ -64,7 +64,7 @@ def run_trial(workload, trial: Trial) -> TrialResult:
     """Train one trial inside a worker; its own exceptions become a failed (or diverged) result."""
     from workloads.api import Reporter, TrialDiverged
 
-    reporter = Reporter()
+    reporter = Reporter(checkpoint=trial.checkpoint)
     start = time.perf_counter()
     try:
         workload.train(workload.validate_config(trial.config), reporter)

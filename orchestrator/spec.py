@@ -6,6 +6,7 @@ results go. Every error names the field it was found in; unknown keys list the v
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -75,6 +76,12 @@ class Execution(_Strict):
         default="auto", description="pack: train trials of one model shape together (vmapped); single: one at a time"
     )
     max_trials: int = Field(default=5000, ge=1, description="grids larger than this need --yes")
+    checkpoint_dir: str | None = Field(
+        default="checkpoints",
+        description="folder for checkpoints of long trials, one subfolder per trial_key; relative paths are "
+        "taken from where the sweep is run; null turns checkpointing off",
+    )
+    checkpoint_every_s: float = Field(default=300.0, gt=0, description="wall seconds between a trial's checkpoints")
 
 
 class SweepSpec(_Strict):
@@ -85,6 +92,11 @@ class SweepSpec(_Strict):
     description: str = ""
     axes: dict[str, list[Scalar]] = Field(description="each key a workload parameter, each value the list of its grid values")
     params: dict[str, Any] = Field(default_factory=dict, description="fixed workload parameters shared by every trial")
+    compute_budgets: list[float] | None = Field(
+        default=None,
+        description="training compute budgets C (FLOPs): each trial of each budget gets D = C / (6 N) of the "
+        "workload's data size (tokens), N from its model-size axis (IsoFLOP profiles)",
+    )
     resources_per_trial: Resources = Resources()
     tracking: Tracking = Tracking()
     execution: Execution = Execution()
@@ -108,6 +120,20 @@ class SweepSpec(_Strict):
                 raise ValueError(f"axis {key!r} repeats a value: {values}")
         return axes
 
+    @field_validator("compute_budgets")
+    @classmethod
+    def _budgets_valid(cls, budgets: list[float] | None) -> list[float] | None:
+        if budgets is None:
+            return None
+        if not budgets:
+            raise ValueError("give at least one budget (FLOPs) or leave compute_budgets out")
+        bad = [c for c in budgets if not (math.isfinite(c) and c > 0)]
+        if bad:
+            raise ValueError(f"budgets must be positive, finite FLOPs; got {bad}")
+        if len(set(budgets)) != len(budgets):
+            raise ValueError(f"a budget is repeated: {budgets}")
+        return budgets
+
     @model_validator(mode="after")
     def _axes_and_params_disjoint(self) -> SweepSpec:
         both = sorted(set(self.axes) & set(self.params))
@@ -121,7 +147,7 @@ class SweepSpec(_Strict):
 
     @property
     def grid_size(self) -> int:
-        size = 1
+        size = len(self.compute_budgets) if self.compute_budgets else 1
         for values in self.axes.values():
             size *= len(values)
         return size

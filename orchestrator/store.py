@@ -204,6 +204,12 @@ class SweepStore:
                 "seed": str(trial.config.get("seed", "")),
                 "status": "running",
             }
+            optional = {
+                "n_params_with_embeddings": trial.size.n_params_with_embeddings,
+                "train_flops_with_attention": trial.size.train_flops_with_attention,
+                "compute_budget": trial.compute_budget,
+            }
+            tags.update({name: str(value) for name, value in optional.items() if value is not None})
             run_id = reusable.get(trial.key)
             if run_id is None:
                 run = self.client.create_run(self.experiment_id, run_name=trial.label[:250], tags=tags)

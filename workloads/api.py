@@ -20,6 +20,7 @@ from pydantic import BaseModel
 # Built-in workloads by short name; a spec may also give any 'package.module:Class'.
 BUILTIN_WORKLOADS = {
     "mnist1d_mlp": "workloads.mnist1d_mlp:MNIST1DMLP",
+    "tiny_lm": "workloads.tiny_lm:TinyLM",
 }
 
 # Metrics every built-in workload reports each epoch; dashboards and fits read these names.
@@ -41,18 +42,41 @@ class TrialSize:
     n_params: trainable parameters N (parameters).
     n_samples: training set size D (samples, or tokens for language models).
     train_flops: training compute C (FLOPs), approximated as 6 * N * samples seen.
+    n_params_with_embeddings: parameters including embeddings, where N leaves them out (parameters).
+    train_flops_with_attention: C counting attention too, 6 N + 12 L d T per token (FLOPs).
     """
 
     n_params: int
     n_samples: int
     train_flops: float
+    n_params_with_embeddings: int | None = None
+    train_flops_with_attention: float | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """Where one trial may keep its checkpoint and how often to write it.
+
+    directory: a folder of this trial alone (keyed by its trial_key) that outlives the worker
+    process, so a retry after a crash finds what the killed attempt wrote. every_s: wall seconds
+    between checkpoints.
+    """
+
+    directory: str
+    every_s: float
 
 
 class Reporter:
-    """Collects one trial's per-epoch metrics; raises TrialDiverged on a non-finite value."""
+    """Collects one trial's per-epoch metrics; raises TrialDiverged on a non-finite value.
 
-    def __init__(self) -> None:
+    checkpoint: where and how often a long trial may checkpoint, or None when the orchestrator offers
+    no place; a workload that resumes replays its earlier epochs through `report` so the history
+    stays whole.
+    """
+
+    def __init__(self, checkpoint: CheckpointPolicy | None = None) -> None:
         self.history: list[dict[str, float]] = []
+        self.checkpoint = checkpoint
 
     def report(self, epoch: int, **metrics: float) -> None:
         values = {name: float(value) for name, value in metrics.items()}

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from orchestrator.compute import train_flops
 from workloads.api import Reporter, TrialSize, Workload
 
 INPUT_DIM = 40
@@ -114,8 +115,7 @@ class MNIST1DMLP(Workload):
 
     def size(self, config: MLPConfig) -> TrialSize:
         n_params = mlp_param_count(config.width, config.depth)
-        # 6 FLOPs per parameter per sample seen (forward 2, backward 4; Kaplan et al. 2020).
-        flops = 6.0 * n_params * config.n_train * config.epochs
+        flops = train_flops(n_params, config.n_train * config.epochs)  # every sample once per epoch
         return TrialSize(n_params=n_params, n_samples=config.n_train, train_flops=flops)
 
     def train(self, config: MLPConfig, reporter: Reporter) -> None:
