@@ -20,6 +20,7 @@ from pydantic import BaseModel
 # Built-in workloads by short name; a spec may also give any 'package.module:Class'.
 BUILTIN_WORKLOADS = {
     "mnist1d_mlp": "workloads.mnist1d_mlp:MNIST1DMLP",
+    "random_features": "workloads.random_features:RandomFeatures",
 }
 
 # Metrics every built-in workload reports each epoch; dashboards and fits read these names.
