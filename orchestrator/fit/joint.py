@@ -13,10 +13,13 @@ runs it from all of them, exactly as in the paper.
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 from orchestrator.fit.allocation import ComputeOptimalFit, allocation_from_joint, ALLOCATION_PARAMS
 from orchestrator.fit.bootstrap import DEFAULT_CI_LEVEL, DEFAULT_N_BOOT, ci_dict, format_table, percentile_ci, resample_counts, single_threaded_blas
@@ -64,17 +67,46 @@ def huber_objective(theta, log_n, log_d, log_l, weights, delta: float = HUBER_DE
 
 
 def _minimise(start, log_n, log_d, log_l, weights, delta) -> tuple[np.ndarray, float]:
+    """L-BFGS-B from `start` = (a, b, e, alpha, beta); returns the optimum in the same coordinates.
+
+    Internally log N and log D are centred (a' = a - alpha mean(log N), likewise b'): the same law,
+    but a' and alpha are nearly uncorrelated, so L-BFGS converges in about half the iterations.
+    """
+    n_mean, d_mean = log_n.mean(), log_d.mean()
+    shift = np.array([start[3] * n_mean, start[4] * d_mean, 0.0, 0.0, 0.0])
     bounds = [(None, None)] * 3 + [ALPHA_BETA_BOUNDS] * 2
     sol = minimize(
         huber_objective,
-        start,
-        args=(log_n, log_d, log_l, weights, delta),
+        np.asarray(start, dtype=float) - shift,
+        args=(log_n - n_mean, log_d - d_mean, log_l, weights, delta),
         jac=True,
         method="L-BFGS-B",
         bounds=bounds,
-        options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-10},
+        options={"maxiter": 1000, "ftol": 1e-10, "gtol": 1e-8},
     )
-    return sol.x, float(sol.fun)
+    theta = sol.x.copy()
+    theta[0] += theta[3] * n_mean
+    theta[1] += theta[4] * d_mean
+    return theta, float(sol.fun)
+
+
+def _pool_context():
+    """fork where available: a spawned child re-imports the package (mlflow included), seconds each."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _bootstrap_chunk(best, N, D, log_l, counts, delta) -> np.ndarray:
+    """Refit each resample (a row of multinomial counts) warm-started from `best`; NaN rows where unidentifiable."""
+    log_n, log_d = np.log(N), np.log(D)
+    out = np.full((len(counts), 5), np.nan)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for i, weights in enumerate(counts):
+            drawn = weights > 0
+            if len(np.unique(N[drawn])) < MIN_DISTINCT or len(np.unique(D[drawn])) < MIN_DISTINCT:
+                continue
+            out[i] = _minimise(best, log_n, log_d, log_l, weights.astype(float), delta)[0]
+    return out
 
 
 def natural_params(theta: np.ndarray) -> np.ndarray:
@@ -188,10 +220,13 @@ def fit_joint_law(
     delta: float = HUBER_DELTA,
     y_name: str = "loss",
     label: str = "",
+    n_jobs: int = 1,
 ) -> JointFit:
     """Fit L(N, D) to points of model size N (parameters), data size D (tokens or samples) and loss y > 0.
 
     Non-finite points are dropped. Raises FitError when the points cannot identify the law.
+    n_jobs > 1 splits the bootstrap over that many processes (forked where the platform allows:
+    the children only run numpy and scipy on copies of the arrays).
     """
     label = label or y_name
     N, D, y = _clean_points(N, D, y, label)
@@ -209,12 +244,14 @@ def fit_joint_law(
         if value < best_f:
             best, best_f = theta, value
 
-    boot = np.full((n_boot, 5), np.nan)
-    for i, counts in enumerate(resample_counts(len(y), n_boot, seed)):
-        drawn = counts > 0
-        if len(np.unique(N[drawn])) < MIN_DISTINCT or len(np.unique(D[drawn])) < MIN_DISTINCT:
-            continue  # this resample cannot identify the law; leave it NaN
-        boot[i] = _minimise(best, log_n, log_d, log_l, counts.astype(float), delta)[0]
+    counts = resample_counts(len(y), n_boot, seed)
+    if n_jobs > 1 and n_boot >= 2 * n_jobs:
+        chunks = np.array_split(counts, n_jobs)
+        with ProcessPoolExecutor(n_jobs, mp_context=_pool_context()) as pool:
+            parts = pool.map(_bootstrap_chunk, *zip(*[(best, N, D, log_l, c, delta) for c in chunks]))
+            boot = np.concatenate(list(parts))
+    else:
+        boot = _bootstrap_chunk(best, N, D, log_l, counts, delta)
     point, samples = natural_params(best), natural_params(boot)
 
     alloc_point = allocation_from_joint(*point)
