@@ -4,6 +4,7 @@ and the workload runs through the real orchestrator (Ray + MLflow) into `scalesw
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -76,7 +77,7 @@ def test_workload_contract():
     assert fit_and_score(config) == fit_and_score(config)  # same seed, same numbers
 
 
-def test_random_features_sweep_through_ray_and_mlflow_into_fit(ray_local, write_spec):
+def test_random_features_sweep_through_ray_and_mlflow_into_fit(ray_local, write_spec, tmp_path):
     spec_path = write_spec(
         {
             "name": "rf-double-descent",
@@ -101,7 +102,7 @@ def test_random_features_sweep_through_ray_and_mlflow_into_fit(ray_local, write_
     store = open_store(spec)
     parent = store.find_sweep(spec.name)
     assert "fits/fits.json" in store.list_artifacts(parent, "fits")
-    logged = json.loads(store.client.download_artifacts(parent, "fits/fits.json") and open(store.client.download_artifacts(parent, "fits/fits.json")).read())
+    logged = json.loads(Path(store.client.download_artifacts(parent, "fits/fits.json", str(tmp_path))).read_text())
     [curve] = logged["double_descent"]
     assert curve["double_descent"] is True and curve["params"]["peak_x"] == 100.0
     assert curve["params"]["threshold_x"] == 100.0
