@@ -102,3 +102,12 @@ def test_sweep_fits_refuse_all_failed_or_all_nan_trials():
     frame["test_error"] = np.nan
     with pytest.raises(FitError, match="NaN or infinite"):
         fit_trials(frame)
+
+
+def test_sample_wise_threshold_is_the_largest_data_size_that_is_still_fitted():
+    sizes = np.array([50, 100, 200, 400, 800])
+    frame = pd.DataFrame(
+        {"n_samples": sizes, "test_error": [0.3, 0.5, 0.9, 0.4, 0.2], "train_error": [0.0, 0.0, 0.0, 0.1, 0.2]}
+    )
+    result = detect_double_descent(frame, x="n_samples", threshold="last")
+    assert result.threshold_x == 200 and result.peak_x == 200 and result.double_descent

@@ -2,7 +2,8 @@
 
 The curve is aggregated over seeds (mean, and a Student-t CI of the mean). Two landmarks:
 
-- interpolation threshold: the smallest x whose mean train error is at most `train_tol`;
+- interpolation threshold: the smallest x whose mean train error is at most `train_tol` (the largest
+  x, for the sample-wise view, where more data ends interpolation: `threshold="last"`);
 - peak: the interior local maximum of the mean test error with the largest rise above the lowest
   point on *each* side, rise = min(peak - min(left of it), peak - min(right of it)).
 
@@ -144,8 +145,14 @@ def detect_double_descent(
     min_rise: float = DEFAULT_MIN_RISE,
     ci_level: float = DEFAULT_CI_LEVEL,
     label: str = "",
+    threshold: str = "first",
 ) -> DoubleDescentResult:
-    """Landmarks and verdict of one curve; `frame` has one row per (x, seed). See the module docstring."""
+    """Landmarks and verdict of one curve; `frame` has one row per (x, seed). See the module docstring.
+
+    threshold: 'first' takes the smallest interpolating x (models, epochs), 'last' the largest (samples).
+    """
+    if threshold not in ("first", "last"):
+        raise FitError(f"{label or y}: threshold must be 'first' or 'last', got {threshold!r}")
     missing = [c for c in (x, y) if c not in frame]
     if missing:
         raise FitError(f"{label or y}: columns {missing} missing; have {sorted(frame.columns)}")
@@ -156,7 +163,7 @@ def detect_double_descent(
         )
     xs, mean, seed_min = curve["x"].to_numpy(), curve["mean"].to_numpy(), curve["min"].to_numpy()
     reached = np.flatnonzero(curve["train_mean"].to_numpy() <= train_tol)
-    threshold_i = int(reached[0]) if len(reached) else None
+    threshold_i = int(reached[0 if threshold == "first" else -1]) if len(reached) else None
 
     best_i, best_rise, rises, sides = None, -np.inf, (None, None), np.nan
     for i in range(1, len(mean) - 1):

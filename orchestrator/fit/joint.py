@@ -167,7 +167,14 @@ class JointFit:
             f"points={len(self.y)} bootstrap={self.n_boot} starts={self.n_starts} huber_delta={self.huber_delta:g} "
             f"rmse(log)={self.rmse_log:.4f}"
         )
+        if self.at_bounds:
+            footer += f"\n  warning: {', '.join(self.at_bounds)} at the bound of {ALPHA_BETA_BOUNDS}: the data do not follow this law"
         return format_table(title, self.params, self.ci, self.ci_level, footer) + "\n" + self.allocation.summary()
+
+    @property
+    def at_bounds(self) -> list[str]:
+        """Exponents that ended on a bound of the optimiser: a sign the law does not describe the data."""
+        return [k for k in ("alpha", "beta") if min(abs(self.params[k] - b) for b in ALPHA_BETA_BOUNDS) < 1e-6]
 
     def to_dict(self) -> dict:
         return {
@@ -184,6 +191,7 @@ class JointFit:
             "huber_delta": self.huber_delta,
             "objective": self.objective,
             "rmse_log": self.rmse_log,
+            "at_bounds": self.at_bounds,
             "allocation": self.allocation.to_dict(),
         }
 

@@ -174,7 +174,9 @@ def fit_trials(
     skipped += [f"double descent: {w}" for w in why]
     sample_wise: list = []
     if trials["n_samples"].nunique() >= 3:
-        sample_wise, why = double_descent_curves(trials, "n_samples", _curve_groups(trials, "n_params"), metric, **detector)
+        sample_wise, why = double_descent_curves(
+            trials, "n_samples", _curve_groups(trials, "n_params"), metric, threshold="last", **detector
+        )
         skipped += [f"sample-wise: {w}" for w in why]
     epoch_wise: list = []
     if history is not None and not history.empty and metric in history and history["epoch"].nunique() >= 3:
