@@ -88,3 +88,11 @@ def test_sweep_fits_make_every_applicable_fit():
     payload = json.loads(json.dumps(fits.to_dict()))
     assert payload["joint"]["params"]["alpha"] == fits.joint.params["alpha"]
     assert "approach 2" in fits.summary() and "approach 3" in fits.summary()
+
+
+def test_a_budget_column_defines_the_profiles():
+    frame = isoflop_points(budgets=np.geomspace(1e18, 1e20, 3)).rename(columns={"loss": "test_loss"})
+    frame["compute_budget"] = np.repeat(["small", "medium", "large"], 9)
+    frame["train_flops"] *= np.exp(0.2 * np.random.default_rng(3).normal(size=len(frame)))  # too spread to group by FLOPs
+    fits = fit_trials(frame, metric="test_loss", n_boot=20)
+    assert fits.isoflop is not None and [len(p.y) for p in fits.isoflop.profiles] == [9, 9, 9]

@@ -20,6 +20,8 @@ from orchestrator.fit.power_law import FitError, PowerLawFit, fit_power_law
 
 # Columns that index a curve besides the size axes; a double-descent curve is per data size and noise.
 NOISE_COLUMNS = ("label_noise", "noise_std")
+# Config fields that name a trial's compute budget, for sweeps designed as IsoFLOP profiles.
+BUDGET_COLUMNS = ("compute_budget", "flops_budget")
 # Per-axis power laws bootstrap a least-squares fit per resample; capped so `fit` on a large grid stays quick.
 POWER_LAW_MAX_BOOT = 200
 
@@ -153,9 +155,19 @@ def fit_trials(
             return None
 
     joint = attempt("joint L(N, D)", lambda: fit_joint_law(trials["n_params"], trials["n_samples"], trials[metric], n_boot=n_boot, y_name=metric))
+    # A workload that designs IsoFLOP profiles names each trial's budget; otherwise equal FLOPs make one.
+    budget_col = next((c for c in BUDGET_COLUMNS if c in trials), None)
     isoflop = attempt(
         "IsoFLOP",
-        lambda: fit_isoflop(trials["train_flops"], trials["n_params"], trials["n_samples"], trials[metric], n_boot=n_boot, y_name=metric),
+        lambda: fit_isoflop(
+            trials["train_flops"],
+            trials["n_params"],
+            trials["n_samples"],
+            trials[metric],
+            n_boot=n_boot,
+            budgets=trials[budget_col].to_numpy() if budget_col else None,
+            y_name=metric,
+        ),
     )
     law = "joint" if joint is not None else "power_law"
     extrapolation = attempt(
