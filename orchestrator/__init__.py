@@ -3,7 +3,7 @@
     from orchestrator import load_spec, run_sweep, fit_sweep, report_sweep
     spec = load_spec("examples/mnist1d_demo.yaml")
     outcome = run_sweep(spec)          # resumable: finished trials are skipped
-    fits, skipped = fit_sweep(spec)
+    fits = fit_sweep(spec)             # SweepFits: every applicable fit; fits.summary()
 """
 
 from orchestrator.spec import SpecError, SweepSpec, load_spec, parse_spec

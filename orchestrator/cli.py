@@ -22,6 +22,8 @@ from rich.table import Table
 
 from orchestrator import sweep
 from orchestrator.progress import counts_table, results_table
+from orchestrator.fit import FitError, SweepFits
+from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.spec import SpecError, SweepSpec, load_spec
 from orchestrator.store import TrackingUnavailable
 
@@ -180,17 +182,36 @@ def status(spec_path: Path = SpecArg, trials: bool = typer.Option(False, "--tria
 
 
 @app.command()
-def fit(spec_path: Path = SpecArg, n_boot: int = typer.Option(200, help="bootstrap resamples for the CIs")):
-    """Fit test error vs model size (E + A*N^-alpha) per data size; print summaries, log fits.json to MLflow."""
+def fit(
+    spec_path: Path = SpecArg,
+    n_boot: int = typer.Option(1000, help="bootstrap resamples for the CIs of the joint and IsoFLOP fits (per-axis laws use at most 200)"),
+    metric: str = typer.Option("test_error", help="the metric to fit (test_error, test_loss, ...)"),
+    train_tol: float = typer.Option(DEFAULT_TRAIN_TOL, help="train error at or below which a model interpolates (double-descent threshold)"),
+    min_rise: float = typer.Option(DEFAULT_MIN_RISE, help="smallest rise of a double-descent peak above both sides, relative to its height"),
+    epoch_wise: bool = typer.Option(True, help="also look for epoch-wise double descent in each trial's history"),
+):
+    """Every fit the results support: power laws per axis, joint L(N, D), IsoFLOP, extrapolation, double descent.
+
+    Prints the summaries and logs them as fits/fits.json to the sweep's parent run.
+    """
     spec = read_spec(spec_path)
     with guarded():
-        fits, skipped = sweep.fit_sweep(spec, n_boot=n_boot)
-    for result in fits:
-        out.print(result.summary(), highlight=False, markup=False)
-    for reason in skipped:
-        out.print(f"[yellow]not fitted:[/yellow] {reason}")
-    if not fits:
+        try:
+            fits = sweep.fit_sweep(spec, n_boot=n_boot, metric=metric, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise)
+        except FitError as e:
+            raise fail(str(e), EXIT_TRIALS_FAILED) from None
+    print_fits(fits)
+    if not fits.n_fits:
         raise typer.Exit(EXIT_TRIALS_FAILED)
+
+
+def print_fits(fits: SweepFits) -> None:
+    for result in fits.results():
+        out.print(result.summary() + "\n", highlight=False, markup=False)
+    for note in fits.notes:
+        out.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    for reason in fits.skipped:
+        out.print(f"[yellow]not fitted:[/yellow] {reason}", highlight=False)
 
 
 @app.command()
@@ -250,11 +271,7 @@ def demo(
         outcome = sweep.run_sweep(spec, num_cpus=num_cpus)
         print_outcome(spec, outcome)
         print_results(spec, sweep.sweep_status(spec))
-        fits, skipped = sweep.fit_sweep(spec)
-        for result in fits:
-            out.print(result.summary(), highlight=False, markup=False)
-        for reason in skipped:
-            out.print(f"[yellow]not fitted:[/yellow] {reason}")
+        print_fits(sweep.fit_sweep(spec, n_boot=200))
         written = sweep.report_sweep(spec, Path("reports") / spec.name)
     out.print(f"report: {written[0].parent.resolve()}/report.html (also logged to the sweep's MLflow run)")
     out.print(f"MLflow UI: scalesweep ui {spec_path}")

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator import results
-from orchestrator.fit import PowerLawFit, fit_error_vs_size
+from orchestrator.fit import SweepFits, fit_error_vs_size, fit_trials
+from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.grid import Trial, expand_grid, load_workload
 from orchestrator.spec import SpecError, SweepSpec
 from orchestrator.store import SweepStore
@@ -209,13 +210,29 @@ def finished_trials(spec: SweepSpec) -> tuple[SweepStore, str, pd.DataFrame]:
     return store, parent, results.load_trials(store, parent, finished_only=True)
 
 
-def fit_sweep(spec: SweepSpec, n_boot: int = 200, log: bool = True) -> tuple[list[PowerLawFit], list[str]]:
-    """Fit test error vs model size per data size; log fits.json to the sweep's parent run."""
+def fit_sweep(
+    spec: SweepSpec,
+    n_boot: int = 1000,
+    log: bool = True,
+    metric: str = "test_error",
+    train_tol: float = DEFAULT_TRAIN_TOL,
+    min_rise: float = DEFAULT_MIN_RISE,
+    epoch_wise: bool = True,
+) -> SweepFits:
+    """Every applicable fit of the sweep's finished trials; logs them as fits/fits.json to its parent run.
+
+    Per-axis power laws, the joint L(N, D), IsoFLOP profiles, held-out extrapolation and double-descent
+    verdicts per curve (see `orchestrator.fit.fit_trials`). Raises FitError when nothing can be fitted.
+    """
     store, parent, trials = finished_trials(spec)
-    fits, skipped = fit_error_vs_size(trials, n_boot=n_boot)
+    history = None
+    if epoch_wise and not trials.empty:
+        records = [r for r in store.trial_records(parent) if r.run_status == "FINISHED"]
+        history = results.history_frame(store, records, (metric, "train_error"))
+    fits = fit_trials(trials, history, metric=metric, n_boot=n_boot, train_tol=train_tol, min_rise=min_rise)
     if log:
-        store.log_json(parent, {"fits": [f.to_dict() for f in fits], "skipped": skipped}, "fits/fits.json")
-    return fits, skipped
+        store.log_json(parent, fits.to_dict(), "fits/fits.json")
+    return fits
 
 
 def report_sweep(spec: SweepSpec, out_dir: str | Path, n_boot: int = 200, formats: tuple[str, ...] = ("png",)) -> list[Path]:

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 BUILTIN_WORKLOADS = {
     "mnist1d_mlp": "workloads.mnist1d_mlp:MNIST1DMLP",
     "tiny_lm": "workloads.tiny_lm:TinyLM",
+    "random_features": "workloads.random_features:RandomFeatures",
 }
 
 # Metrics every built-in workload reports each epoch; dashboards and fits read these names.

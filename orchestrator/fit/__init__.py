@@ -1,12 +1,47 @@
-"""Scaling-law fits over a sweep's results. Fits return result objects; they never plot."""
+"""Scaling-law and double-descent fits over a sweep's results. Fits return frozen result objects
+(`.params`, `.ci`, `.predict()`, `.summary()`, `.to_dict()`); they never plot.
+
+| module | fits |
+|---|---|
+| power_law | L(x) = E + A x^-alpha against one axis (N, D or C) |
+| joint | L(N, D) = E + A/N^alpha + B/D^beta, Hoffmann et al. 2022 approach 3, and its compute-optimal allocation |
+| isoflop | IsoFLOP parabolas per compute budget (approach 2) and N_opt, D_opt power laws in C |
+| extrapolation | fit below a compute (or N) threshold, error of the prediction above it |
+| double_descent | interpolation threshold, peak and verdict of test error vs N, D or epochs |
+| sweep_fits | every applicable fit of a results frame: what `scalesweep fit` prints |
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 
+from orchestrator.fit.allocation import ComputeOptimalFit
+from orchestrator.fit.double_descent import DoubleDescentResult, detect_double_descent, double_descent_curves
+from orchestrator.fit.extrapolation import ExtrapolationResult, held_out_extrapolation
+from orchestrator.fit.isoflop import IsoFLOPFit, IsoFLOPProfile, fit_isoflop
+from orchestrator.fit.joint import JointFit, fit_joint_law
 from orchestrator.fit.power_law import FitError, PowerLawFit, fit_power_law
+from orchestrator.fit.sweep_fits import SweepFits, fit_trials, per_axis_power_laws
 
-__all__ = ["FitError", "PowerLawFit", "fit_power_law", "fit_error_vs_size"]
+__all__ = [
+    "ComputeOptimalFit",
+    "DoubleDescentResult",
+    "ExtrapolationResult",
+    "FitError",
+    "IsoFLOPFit",
+    "IsoFLOPProfile",
+    "JointFit",
+    "PowerLawFit",
+    "SweepFits",
+    "detect_double_descent",
+    "double_descent_curves",
+    "fit_error_vs_size",
+    "fit_isoflop",
+    "fit_joint_law",
+    "fit_power_law",
+    "fit_trials",
+    "held_out_extrapolation",
+]
 
 
 def fit_error_vs_size(
@@ -20,15 +55,6 @@ def fit_error_vs_size(
 
     Returns the fits and one message per group that could not be fitted (and why).
     """
-    fits, skipped = [], []
     if trials.empty or metric not in trials:
-        return fits, [f"no finished trials with metric {metric!r}"]
-    for group, rows in trials.groupby(group_col, sort=True):
-        label = f"{group_col}={group}"
-        try:
-            fits.append(
-                fit_power_law(rows[size_col], rows[metric], n_boot=n_boot, x_name=size_col, y_name=metric, label=label)
-            )
-        except FitError as err:
-            skipped.append(str(err))
-    return fits, skipped
+        return [], [f"no finished trials with metric {metric!r}"]
+    return per_axis_power_laws(trials, metric, size_col, group_col, n_boot)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import least_squares
 
+from orchestrator.fit.bootstrap import single_threaded_blas
+
 PARAM_NAMES = ("E", "A", "alpha")
 
 
@@ -79,6 +81,7 @@ def _fit_once(logx: np.ndarray, logy: np.ndarray, starts: list[np.ndarray]) -> n
     return best
 
 
+@single_threaded_blas
 def fit_power_law(
     x, y, n_boot: int = 200, ci_level: float = 0.95, seed: int = 0, x_name: str = "x", y_name: str = "loss", label: str = ""
 ) -> PowerLawFit:

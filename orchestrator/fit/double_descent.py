@@ -1,0 +1,229 @@
+"""Double descent: test error against model size (or epochs, or data size) that falls, peaks, falls again.
+
+The curve is aggregated over seeds (mean, and a Student-t CI of the mean). Two landmarks:
+
+- interpolation threshold: the smallest x whose mean train error is at most `train_tol` (the largest
+  x, for the sample-wise view, where more data ends interpolation: `threshold="last"`);
+- peak: the interior local maximum of the mean test error with the largest rise above the lowest
+  point on *each* side, rise = min(peak - min(left of it), peak - min(right of it)).
+
+Verdict rule (`double_descent`): there is an interior peak whose rise is at least `min_rise` times
+the peak's value, and every seed at the peak lies above the lowest mean on both sides. The seed
+check is used rather than a CI of the mean because at the threshold itself the error is
+heavy-tailed (one seed can be 100x another), which makes a t-interval useless there.
+The same detector serves the model-wise view (x = parameters), the epoch-wise view (x = epoch) and
+the sample-wise view (x = training samples, where a peak means more data hurt).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from orchestrator.fit.bootstrap import DEFAULT_CI_LEVEL
+from orchestrator.fit.power_law import FitError
+
+DEFAULT_TRAIN_TOL = 0.01
+DEFAULT_MIN_RISE = 0.02
+MIN_CURVE_POINTS = 3
+
+RULE = (
+    "double descent when an interior local maximum of the seed-mean test error rises above the lowest point "
+    "on each side by at least min_rise x its value, and every seed at the peak lies above the lowest mean on both sides"
+)
+
+
+@dataclass(frozen=True)
+class DoubleDescentResult:
+    """One curve's landmarks and verdict; plot `curve` directly, no fitting needed.
+
+    curve: one row per x with columns x, mean, lo, hi (Student-t CI of the mean over seeds), std,
+      min, max (over seeds), n_seeds, train_mean (mean train error, NaN when not given).
+    threshold_x: interpolation threshold (smallest x with train_mean <= train_tol), None if never reached.
+    peak_x / peak_height: location and seed-mean test error of the chosen peak, None without an interior peak.
+    rise_left / rise_right: peak_height minus the lowest mean on its left / right.
+    double_descent: the verdict by `rule`. peak_near_threshold: peak within one grid step of the
+      threshold (None when either is missing).
+    """
+
+    label: str
+    x_name: str
+    y_name: str
+    curve: pd.DataFrame = field(repr=False)
+    threshold_x: float | None
+    peak_x: float | None
+    peak_height: float | None
+    rise_left: float | None
+    rise_right: float | None
+    double_descent: bool
+    peak_near_threshold: bool | None
+    train_tol: float
+    min_rise: float
+    ci_level: float = DEFAULT_CI_LEVEL
+    rule: str = RULE
+
+    @property
+    def params(self) -> dict[str, float | None]:
+        return {
+            "threshold_x": self.threshold_x,
+            "peak_x": self.peak_x,
+            "peak_height": self.peak_height,
+            "rise_left": self.rise_left,
+            "rise_right": self.rise_right,
+        }
+
+    @property
+    def ci(self) -> dict[str, tuple[float, float]]:
+        """CI of the seed-mean test error at the peak (the only estimated quantity with one)."""
+        if self.peak_x is None:
+            return {}
+        row = self.curve.loc[self.curve["x"] == self.peak_x].iloc[0]
+        return {"peak_height": (float(row["lo"]), float(row["hi"]))}
+
+    def predict(self, x) -> np.ndarray:
+        """The seed-mean curve at x, interpolated linearly in log x (a lookup, not a model)."""
+        xs, ys = self.curve["x"].to_numpy(float), self.curve["mean"].to_numpy(float)
+        return np.interp(np.log(np.asarray(x, dtype=float)), np.log(xs), ys)
+
+    def summary(self) -> str:
+        def fmt(v):
+            return "-" if v is None else f"{v:.5g}"
+
+        verdict = "YES" if self.double_descent else "no"
+        lines = [
+            f"double descent of {self.y_name} vs {self.x_name}  [{self.label}]: {verdict}",
+            f"  interpolation threshold {self.x_name}={fmt(self.threshold_x)} (train error <= {self.train_tol:g})",
+            f"  peak {self.x_name}={fmt(self.peak_x)} height={fmt(self.peak_height)} "
+            f"rise left={fmt(self.rise_left)} right={fmt(self.rise_right)}",
+        ]
+        if self.peak_near_threshold is not None:
+            lines.append(f"  peak within one grid step of the threshold: {'yes' if self.peak_near_threshold else 'no'}")
+        lines.append(f"  points={len(self.curve)} seeds={int(self.curve['n_seeds'].max())} rule: {self.rule}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": "double_descent",
+            "label": self.label,
+            "x_name": self.x_name,
+            "y_name": self.y_name,
+            "params": self.params,
+            "ci": {k: list(v) for k, v in self.ci.items()},
+            "double_descent": self.double_descent,
+            "peak_near_threshold": self.peak_near_threshold,
+            "train_tol": self.train_tol,
+            "min_rise": self.min_rise,
+            "ci_level": self.ci_level,
+            "rule": self.rule,
+            "curve": self.curve.replace({np.nan: None}).to_dict(orient="list"),
+        }
+
+
+def seed_curve(frame: pd.DataFrame, x: str, y: str, train: str | None = None, ci_level: float = DEFAULT_CI_LEVEL) -> pd.DataFrame:
+    """Mean, std and Student-t CI of the mean of `y` per value of `x` over seeds (rows); NaN y rows dropped."""
+    rows = frame[np.isfinite(frame[y].astype(float))]
+    grouped = rows.groupby(x, sort=True)
+    curve = grouped[y].agg(["mean", "std", "min", "max", "count"]).reset_index().rename(columns={x: "x", "count": "n_seeds"})
+    curve["std"] = curve["std"].fillna(0.0)
+    t = stats.t.ppf(0.5 + ci_level / 2, np.maximum(curve["n_seeds"] - 1, 1))
+    half = np.where(curve["n_seeds"] > 1, t * curve["std"] / np.sqrt(curve["n_seeds"]), 0.0)
+    curve["lo"], curve["hi"] = curve["mean"] - half, curve["mean"] + half
+    curve["train_mean"] = grouped[train].mean().to_numpy(float) if train and train in rows else np.nan
+    curve["x"] = curve["x"].astype(float)
+    return curve[["x", "mean", "lo", "hi", "std", "min", "max", "n_seeds", "train_mean"]]
+
+
+def detect_double_descent(
+    frame: pd.DataFrame,
+    x: str = "n_params",
+    y: str = "test_error",
+    train: str | None = "train_error",
+    train_tol: float = DEFAULT_TRAIN_TOL,
+    min_rise: float = DEFAULT_MIN_RISE,
+    ci_level: float = DEFAULT_CI_LEVEL,
+    label: str = "",
+    threshold: str = "first",
+) -> DoubleDescentResult:
+    """Landmarks and verdict of one curve; `frame` has one row per (x, seed). See the module docstring.
+
+    threshold: 'first' takes the smallest interpolating x (models, epochs), 'last' the largest (samples).
+    """
+    if threshold not in ("first", "last"):
+        raise FitError(f"{label or y}: threshold must be 'first' or 'last', got {threshold!r}")
+    missing = [c for c in (x, y) if c not in frame]
+    if missing:
+        raise FitError(f"{label or y}: columns {missing} missing; have {sorted(frame.columns)}")
+    curve = seed_curve(frame, x, y, train, ci_level)
+    if len(curve) < MIN_CURVE_POINTS:
+        raise FitError(
+            f"{label or y}: need at least {MIN_CURVE_POINTS} distinct {x} values with finite {y} to look for a peak, got {len(curve)}"
+        )
+    xs, mean, seed_min = curve["x"].to_numpy(), curve["mean"].to_numpy(), curve["min"].to_numpy()
+    reached = np.flatnonzero(curve["train_mean"].to_numpy() <= train_tol)
+    threshold_i = int(reached[0 if threshold == "first" else -1]) if len(reached) else None
+
+    best_i, best_rise, rises, sides = None, -np.inf, (None, None), np.nan
+    for i in range(1, len(mean) - 1):
+        if mean[i] < mean[i - 1] or mean[i] < mean[i + 1]:
+            continue
+        left, right = mean[i] - mean[:i].min(), mean[i] - mean[i + 1 :].min()
+        if min(left, right) > best_rise:
+            best_i, best_rise, rises = i, min(left, right), (float(left), float(right))
+            sides = max(mean[:i].min(), mean[i + 1 :].min())
+    found = best_i is not None and best_rise > 0
+    verdict = bool(found and best_rise >= min_rise * abs(mean[best_i]) and seed_min[best_i] > sides)
+    near = None
+    if found and threshold_i is not None:
+        near = abs(best_i - threshold_i) <= 1
+    return DoubleDescentResult(
+        label=label,
+        x_name=x,
+        y_name=y,
+        curve=curve,
+        threshold_x=float(xs[threshold_i]) if threshold_i is not None else None,
+        peak_x=float(xs[best_i]) if found else None,
+        peak_height=float(mean[best_i]) if found else None,
+        rise_left=rises[0] if found else None,
+        rise_right=rises[1] if found else None,
+        double_descent=verdict,
+        peak_near_threshold=near,
+        train_tol=train_tol,
+        min_rise=min_rise,
+        ci_level=ci_level,
+    )
+
+
+def _group_label(keys, names) -> str:
+    keys = keys if isinstance(keys, tuple) else (keys,)
+    return ",".join(f"{n}={k}" for n, k in zip(names, keys))
+
+
+def double_descent_curves(
+    frame: pd.DataFrame,
+    x: str = "n_params",
+    group_cols: tuple[str, ...] = ("n_samples", "label_noise"),
+    y: str = "test_error",
+    train: str | None = "train_error",
+    **detector,
+) -> tuple[list[DoubleDescentResult], list[str]]:
+    """One detection per group (e.g. per data size and label noise); seeds are the rows within a group.
+
+    Model-wise: x='n_params', groups ('n_samples', 'label_noise'). Sample-wise: x='n_samples',
+    groups ('n_params', 'label_noise'). Epoch-wise: a history frame, x='epoch', groups the trial's
+    other axes. Returns the results and one message per group that could not be analysed.
+    """
+    if frame.empty or y not in frame:
+        return [], [f"double descent: no rows with {y!r}"]
+    names = [c for c in group_cols if c in frame and c != x]
+    groups = frame.groupby(names, sort=True) if names else [((), frame)]
+    results, skipped = [], []
+    for keys, rows in groups:
+        label = f"{x} curve " + (_group_label(keys, names) if names else "all")
+        try:
+            results.append(detect_double_descent(rows, x, y, train, label=label, **detector))
+        except FitError as err:
+            skipped.append(str(err))
+    return results, skipped
