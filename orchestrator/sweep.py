@@ -11,10 +11,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from orchestrator import results
-from orchestrator.fit import SweepFits, fit_error_vs_size, fit_trials
+from orchestrator.fit import FitError, SweepFits, fit_error_vs_size, fit_trials
+from orchestrator.fit.isoflop import fit_isoflop
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.grid import Trial, expand_grid, load_workload
 from orchestrator.spec import SpecError, SweepSpec
@@ -235,6 +237,34 @@ def fit_sweep(
     return fits
 
 
+def compute_optimal_view(budgeted: pd.DataFrame, metric: str, n_boot: int):
+    """The report's IsoFLOP inputs: trials by budget, plus the fitted parabolas and N_opt/D_opt laws when they fit."""
+    from dashboards import ComputeOptimal
+    from dashboards.curves import curve_from_callable, log_grid
+
+    try:
+        isoflop = fit_isoflop(
+            budgeted["train_flops"], budgeted["n_params"], budgeted["n_samples"], budgeted[metric],
+            n_boot=n_boot, budgets=budgeted["compute_budget"], y_name=metric,
+        )  # fmt: skip
+    except FitError:
+        return ComputeOptimal(budgeted, metric=metric)  # too few sizes per budget: draw the data alone
+    # A profile's budget is its trials' mean FLOPs; the report groups by the spec's budget values.
+    labels = np.array(sorted(budgeted["compute_budget"].unique()), dtype=float)
+    spec_budget = {p.budget: float(labels[np.argmin(np.abs(np.log(labels / p.budget)))]) for p in isoflop.profiles}
+    profiles = {
+        spec_budget[p.budget]: curve_from_callable(p.predict, log_grid(p.N.min(), p.N.max(), 60)) for p in isoflop.profiles
+    }
+    optima = pd.DataFrame(
+        {"compute_budget": [spec_budget[p.budget] for p in isoflop.profiles], "n_params": [p.N_opt for p in isoflop.profiles],
+         "n_samples": [p.D_opt for p in isoflop.profiles], metric: [p.y_opt for p in isoflop.profiles]}
+    )  # fmt: skip
+    flops = log_grid(min(p.budget for p in isoflop.profiles), max(p.budget for p in isoflop.profiles), 60)
+    n_opt = curve_from_callable(lambda c: isoflop.predict(c)[0], flops, label="N_opt fit")
+    d_opt = curve_from_callable(lambda c: isoflop.predict(c)[1], flops, label="D_opt fit")
+    return ComputeOptimal(budgeted, metric=metric, profiles=profiles, optima=optima, n_opt=n_opt, d_opt=d_opt)
+
+
 def report_sweep(spec: SweepSpec, out_dir: str | Path, n_boot: int = 200, formats: tuple[str, ...] = ("png",)) -> list[Path]:
     """Write the report files to out_dir and log them under 'report/' on the sweep's parent run.
 
@@ -253,7 +283,7 @@ def report_sweep(spec: SweepSpec, out_dir: str | Path, n_boot: int = 200, format
     if budgets and not trials.empty and "train_flops" in trials:
         budgeted = trials.assign(compute_budget=budget_of(trials["train_flops"], budgets))
         metric = "test_loss" if "test_loss" in budgeted else "test_error"
-        compute = ComputeOptimal(budgeted, metric=metric)
+        compute = compute_optimal_view(budgeted, metric, n_boot)
     workload = load_workload(spec)
     written = write_report(
         trials,

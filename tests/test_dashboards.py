@@ -8,6 +8,7 @@ import re
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -199,3 +200,19 @@ def test_report_command_writes_the_folder_and_logs_it_to_the_parent_run(ray_loca
     assert all(f["params"]["alpha"] == pytest.approx(0.5, rel=0.05) for f in fitted)
     bad = runner.invoke(app, ["report", str(spec_path), "--format", "gif"])
     assert bad.exit_code == 2 and "gif" in bad.output
+
+
+def test_isoflop_view_keys_fitted_profiles_by_the_specs_budgets():
+    from orchestrator.sweep import compute_optimal_view
+
+    rows = []
+    for budget in (1e10, 1e11, 1e12):
+        for n in np.geomspace(1e3, 1e6, 7):
+            d = float(int(budget / (6 * n)))  # D is floored to whole tokens, so FLOPs sit just under the budget
+            loss = 1.69 + 406.4 / n**0.34 + 410.7 / d**0.28
+            rows.append({"train_flops": 6 * n * d, "n_params": n, "n_samples": d, "test_loss": loss, "compute_budget": budget})
+    view = compute_optimal_view(pd.DataFrame(rows), "test_loss", n_boot=20)
+    assert sorted(view.profiles) == [1e10, 1e11, 1e12]
+    assert list(view.optima["compute_budget"]) == [1e10, 1e11, 1e12]
+    assert view.optima["n_params"].is_monotonic_increasing  # bigger budgets want bigger models
+    assert view.n_opt is not None and view.d_opt is not None
