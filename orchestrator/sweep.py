@@ -292,7 +292,7 @@ def report_sweep(spec: SweepSpec, out_dir: str | Path, n_boot: int = 200, format
         title=spec.name,
         history=history,
         compute=compute,
-        data_unit=getattr(workload, "data_unit", "samples"),
+        data_unit=workload.data_unit,
         formats=formats,
     )
     store.log_artifacts(parent, out_dir, "report")

@@ -93,11 +93,13 @@ class Workload(ABC):
     Config: a pydantic model of every parameter a trial takes (axes and fixed params of a spec).
     model_size_param / data_size_param: the config fields that set model and data size; reports
     use them for axes.
+    data_unit: what D counts ('samples' or 'tokens'), for axis labels.
     """
 
     Config: ClassVar[type[BaseModel]]
     model_size_param: ClassVar[str]
     data_size_param: ClassVar[str]
+    data_unit: ClassVar[str] = "samples"
 
     def validate_config(self, config: dict[str, Any]) -> BaseModel:
         return self.Config.model_validate(config)

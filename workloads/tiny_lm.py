@@ -304,6 +304,7 @@ class TinyLM(Workload):
     Config = TinyLMConfig
     model_size_param = "d_model"
     data_size_param = "n_tokens"
+    data_unit = "tokens"
 
     def size(self, config: TinyLMConfig) -> TrialSize:
         return trial_size(config)
