@@ -22,6 +22,9 @@ from orchestrator.spec import SpecError
 # A CPU has no memory query that means "free for this worker"; this is a conservative share of a
 # small machine for one worker's pack (parameters, optimizer state and activations of all members).
 CPU_PACK_BUDGET_BYTES = 1 << 30
+# A pack is split when it costs more than this many even shares of the sweep per worker; the slack
+# keeps packs that are about one share whole (splitting them gains no balance, only launches).
+SPLIT_SLACK = 1.25
 # Of the GPU memory a worker may use, keep this fraction for the allocator's fragmentation and the
 # CUDA context's own growth.
 GPU_BUDGET_FRACTION = 0.8
@@ -76,7 +79,7 @@ def make_packs(trials: Sequence[Trial], workload, mode: Mode = "auto", n_slots: 
     Trials with equal `pack_key` share a pack, ordered by data size so that when a pack is split
     its halves hold similar data sizes (a member with fewer samples idles, masked, while the
     pack's largest member finishes its epoch). A pack costing more than an even share of the
-    sweep over `n_slots` workers is split in halves, so one pack never holds the sweep back while
+    sweep over `n_slots` workers (with SPLIT_SLACK) is split in halves, so one pack never holds the sweep back while
     other workers idle. Costliest first: the long packs start early (longest-processing-time order).
     """
     if not uses_packs(workload, mode):
@@ -94,7 +97,7 @@ def make_packs(trials: Sequence[Trial], workload, mode: Mode = "auto", n_slots: 
     balanced = []
     while packs:
         pack = packs.pop()
-        if len(pack) > 1 and (pack_cost(pack) > share or len(packs) + len(balanced) + 1 < n_slots):
+        if len(pack) > 1 and (pack_cost(pack) > SPLIT_SLACK * share or len(packs) + len(balanced) + 1 < n_slots):
             half = len(pack) // 2
             packs += [pack[:half], pack[half:]]
         else:

@@ -36,6 +36,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, dashboard: 
         ray.init(address=address, log_to_driver=True)
         return
     ray.init(
+        # 'local' always starts a new cluster; without it Ray would join whichever cluster this
+        # machine started last (another user's `ray start`), ignoring num_cpus.
+        address="local",
         num_cpus=num_cpus,
         _node_ip_address=LOCAL_HOST,
         include_dashboard=dashboard,

@@ -165,15 +165,16 @@ class MNIST1DMLP(Workload):
     # -- packs: trials of one shape trained together ----------------------------------------------
 
     def pack_key(self, config: MLPConfig) -> Hashable:
-        """Trials with the same layers, epochs, batch size and optimizer can share one vmapped model;
-        seed, n_train, label_noise, lr and weight_decay may differ within a pack."""
-        return ("mlp", config.width, config.depth, config.epochs, config.batch_size, config.optimizer)
+        """Trials with the same layers, epochs and optimizer can share one vmapped model; seed,
+        n_train, batch_size, label_noise, lr and weight_decay may differ within a pack."""
+        return ("mlp", config.width, config.depth, config.epochs, config.optimizer)
 
     def pack_member_bytes(self, config: MLPConfig) -> int:
         """Bytes one member needs: float32 params, grads, Adam moments and an update temporary, the
         activations of evaluating the whole train pool and test set, and the member's labels."""
         state = 4 * 5 * mlp_param_count(config.width, config.depth)
         activations = 4 * 2 * config.width * config.depth * (TRAIN_POOL + TEST_SAMPLES + 3 * config.batch_size)
+        # (the batch term is this member's own batch size; a pack pads to its widest, close enough)
         return state + activations + 8 * TRAIN_POOL
 
     def train_pack(self, configs: Sequence[MLPConfig], reporters: Sequence[Reporter]) -> None:
@@ -188,9 +189,9 @@ def train_mlp_pack(configs: list[MLPConfig], reporters: list[Reporter]) -> None:
     """Train MLPs of one shape together: one vmapped forward/backward per step for all members.
 
     Each member gets exactly what `train` would give it: parameters initialised under its own seed,
-    its own n_train prefix, noisy labels and shuffling generator, and its own optimizer state. A
-    member with fewer samples runs fewer steps per epoch: its last batch is padded with zero-weight
-    rows, and after its epoch is over its update is masked (no step, no Adam step count). Adam is
+    its own n_train prefix, noisy labels, batch size and shuffling generator, and its own optimizer
+    state. A member with fewer steps per epoch has its batches padded with zero-weight rows and,
+    once its epoch is over, its update masked (no step, no Adam step count). Adam is
     written out below (torch.optim.Adam's update, elementwise) so lr and weight decay can differ per
     member. Results match `train` to float32 rounding, not bitwise: batched matmuls and vmapped
     gradients sum in another order than one model's kernels, and training amplifies those last-bit
@@ -211,7 +212,7 @@ def train_mlp_pack(configs: list[MLPConfig], reporters: list[Reporter]) -> None:
         raise ValueError(f"a pack needs one model shape {shape}, got also {MNIST1DMLP().pack_key(mismatched[0])}")
     device = torch_device()
     data = load_mnist1d()
-    n_members, batch_size = len(configs), first.batch_size
+    n_members = len(configs)
     n_train = torch.tensor([c.n_train for c in configs], device=device)
     n_max = int(n_train.max())
     x = torch.from_numpy(data["x"][:n_max]).to(device)
@@ -278,17 +279,22 @@ def train_mlp_pack(configs: list[MLPConfig], reporters: list[Reporter]) -> None:
         wrong = (logits.argmax(-1) != labels).float()
         return (ce * weights).sum(1) / counts, (wrong * weights).sum(1) / counts
 
-    steps_per_epoch = -(-n_max // batch_size)
+    member_steps = [-(-c.n_train // c.batch_size) for c in configs]
+    steps_per_epoch, widest_batch = max(member_steps), max(c.batch_size for c in configs)
     for epoch in range(1, first.epochs + 1):
-        # Each member's shuffle from its own generator, padded to the pack's longest epoch.
-        order = torch.zeros(n_members, steps_per_epoch * batch_size, dtype=torch.int64)
-        weight = torch.zeros(n_members, steps_per_epoch * batch_size)
+        # Each member's shuffle from its own generator, cut into its own batches, padded to the
+        # pack's longest epoch and widest batch with zero-weight rows.
+        order = torch.zeros(n_members, steps_per_epoch, widest_batch, dtype=torch.int64)
+        weight = torch.zeros(n_members, steps_per_epoch, widest_batch)
         for i, c in enumerate(configs):
             perm = torch.randperm(c.n_train, generator=generators[i])
-            order[i, : c.n_train] = perm
-            weight[i, : c.n_train] = 1.0
-        order = order.to(device).view(n_members, steps_per_epoch, batch_size)
-        weight = weight.to(device).view(n_members, steps_per_epoch, batch_size)
+            padded = torch.zeros(member_steps[i] * c.batch_size, dtype=torch.int64)
+            padded[: c.n_train] = perm
+            valid = torch.zeros(member_steps[i] * c.batch_size)
+            valid[: c.n_train] = 1.0
+            order[i, : member_steps[i], : c.batch_size] = padded.view(member_steps[i], c.batch_size)
+            weight[i, : member_steps[i], : c.batch_size] = valid.view(member_steps[i], c.batch_size)
+        order, weight = order.to(device), weight.to(device)
         for s in range(steps_per_epoch):
             idx, wb = order[:, s], weight[:, s]
             active = alive & (wb.sum(1) > 0)
