@@ -51,6 +51,7 @@ class SweepOutcome:
     counts: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
     n_packs: int = 0  # packs the submitted trials ran in (equal to n_submitted when nothing was packed)
+    recording_s: float = 0.0  # wall time spent in MLflow calls on the recorder's thread (seconds)
 
     @property
     def n_submitted(self) -> int:
@@ -140,6 +141,7 @@ def run_sweep(
     store.close_sweep(parent, "FINISHED" if outcome.ok else "FAILED")
     outcome.wall_s = time.perf_counter() - started
     outcome.n_packs = len(packs)
+    outcome.recording_s = recorder.busy_s
     return outcome
 
 
