@@ -3,7 +3,8 @@
 Runs N no-op trials (each reports the four standard metrics once), and again N/10, and prints
 the marginal milliseconds per trial, (wall(N) - wall(N/10)) / (N - N/10), so that the fixed start
 (worker processes, the MLflow experiment) is not counted as per-trial overhead, for:
-  scheduler only      Ray workers and the queue, no MLflow (orchestration alone)
+  scheduler only      Ray workers and the queue, no MLflow (orchestration alone; its figure is
+                      the steady state from the first result to the last)
   scalesweep single   run_sweep, one trial per Ray call, every run recorded in MLflow
   scalesweep pack     run_sweep, trials in packs (the no-op workload can pack)
   ray tune            function trainables, reuse_actors=True, MLflowLoggerCallback (fewer trials:
@@ -77,17 +78,20 @@ def noop_spec(n: int, tracking_uri: str, mode: str):
     )
 
 
-def scheduler_only(n: int) -> float:
-    """Seconds to run n single-trial packs through the scheduler with no recording."""
+def scheduler_only(n: int) -> tuple[float, float]:
+    """(seconds, steady-state ms per trial) to run n single-trial packs through the scheduler with
+    no recording; the steady state is first result to last, so worker start-up is left out."""
     from orchestrator.grid import expand_grid
     from orchestrator.scheduler import Scheduler
 
     spec = noop_spec(n, "sqlite:///unused.db", "single")
     trials = expand_grid(spec)
+    arrived: list[float] = []
     started = time.perf_counter()
-    results = Scheduler(spec.workload, spec.resources_per_trial, spec.execution).run([[t] for t in trials])
+    scheduler = Scheduler(spec.workload, spec.resources_per_trial, spec.execution)
+    results = scheduler.run([[t] for t in trials], on_result=lambda trial, result: arrived.append(time.perf_counter()))
     assert len(results) == n and all(r.status == "finished" for r in results)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, 1e3 * (arrived[-1] - arrived[0]) / max(n - 1, 1)
 
 
 def through_scalesweep(n: int, tracking_uri: str, mode: str) -> tuple[float, float, int]:
@@ -155,9 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         small = max(count // 10, 1)
         return 1e3 * (large[0] - run(small)[0]) / (count - small), large[0], large
 
-    rows = []
-    ms, wall, _ = marginal_ms(lambda k: (scheduler_only(k),), n)
-    rows.append(("scheduler only", n, n, wall, ms, "-"))
+    wall, ms = scheduler_only(n)
+    rows = [("scheduler only", n, n, wall, ms, "-")]
     for mode in ("single", "pack"):
         ms, wall, (_, recording, packs) = marginal_ms(lambda k: through_scalesweep(k, tracking_uri, mode), n)
         rows.append((f"scalesweep {mode}", n, packs, wall, ms, f"{1e3 * recording / n:.1f}"))

@@ -79,8 +79,9 @@ def make_packs(trials: Sequence[Trial], workload, mode: Mode = "auto", n_slots: 
     Trials with equal `pack_key` share a pack, ordered by data size so that when a pack is split
     its halves hold similar data sizes (a member with fewer samples idles, masked, while the
     pack's largest member finishes its epoch). A pack costing more than an even share of the
-    sweep over `n_slots` workers (with SPLIT_SLACK) is split in halves, so one pack never holds the sweep back while
-    other workers idle. Costliest first: the long packs start early (longest-processing-time order).
+    sweep over `n_slots` workers (times SPLIT_SLACK) is split in halves, so that one pack does not
+    hold the sweep back while other workers idle; so is any pack while there are fewer packs than
+    workers. Costliest first: the long packs start early (longest-processing-time order).
     """
     if not uses_packs(workload, mode):
         return [[trial] for trial in trials]

@@ -190,8 +190,8 @@ def train_mlp_pack(configs: list[MLPConfig], reporters: list[Reporter]) -> None:
 
     Each member gets exactly what `train` would give it: parameters initialised under its own seed,
     its own n_train prefix, noisy labels, batch size and shuffling generator, and its own optimizer
-    state. A member with fewer steps per epoch has its batches padded with zero-weight rows and,
-    once its epoch is over, its update masked (no step, no Adam step count). Adam is
+    state. Batches are padded to the pack's widest with zero-weight rows; a member with fewer steps
+    per epoch sits out the pack's remaining steps (no compute, no update, no Adam step count). Adam is
     written out below (torch.optim.Adam's update, elementwise) so lr and weight decay can differ per
     member. Results match `train` to float32 rounding, not bitwise: batched matmuls and vmapped
     gradients sum in another order than one model's kernels, and training amplifies those last-bit
@@ -241,7 +241,7 @@ def train_mlp_pack(configs: list[MLPConfig], reporters: list[Reporter]) -> None:
     exp_avg = {k: torch.zeros_like(p) for k, p in params.items()} if adam else {}
     exp_avg_sq = {k: torch.zeros_like(p) for k, p in params.items()} if adam else {}
     steps_taken = torch.zeros(n_members, device=device, dtype=torch.float64)
-    alive = torch.ones(n_members, dtype=torch.bool, device=device)
+    running = [True] * n_members  # on the host: which members step is known without a device sync
 
     def batch_loss(p, xb, yb, wb):
         logits = functional_call(skeleton, p, (xb,))
@@ -253,25 +253,29 @@ def train_mlp_pack(configs: list[MLPConfig], reporters: list[Reporter]) -> None:
     def per_member(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return t.view(-1, *([1] * (like.dim() - 1)))
 
-    def step(grads: dict, active: torch.Tensor) -> None:
-        nonlocal steps_taken
-        steps_taken = steps_taken + active.double()
+    def step(members: list[int], batch_index: torch.Tensor, batch_weight: torch.Tensor) -> None:
+        """One optimizer step of `members` (their indices); every other member is left untouched
+        and costs nothing, so a member whose epoch is over does not slow the pack down."""
+        sel = slice(None) if len(members) == n_members else torch.tensor(members, device=device)
+        index, wb = batch_index[sel], batch_weight[sel]
+        current = {name: p[sel] for name, p in params.items()}
+        grads = member_grads(current, x[index], torch.gather(y[sel], 1, index), wb)
+        steps_taken[sel] += 1
         if adam:
             beta1, beta2 = ADAM_BETAS
-            count = steps_taken.clamp_min(1.0)
-            step_size = (lr.double() / (1 - beta1**count)).float()
+            count = steps_taken[sel]
+            step_size = (lr[sel].double() / (1 - beta1**count)).float()
             bias2_sqrt = ((1 - beta2**count) ** 0.5).float()
-        for name, p in params.items():
-            g = grads[name] + per_member(weight_decay, p) * p
-            on = per_member(active, p)
+        for name, p in current.items():
+            g = grads[name] + per_member(weight_decay[sel], p) * p
             if adam:
-                m = torch.where(on, torch.lerp(exp_avg[name], g, 1 - beta1), exp_avg[name])
-                v = torch.where(on, exp_avg_sq[name] * beta2 + (1 - beta2) * g * g, exp_avg_sq[name])
-                exp_avg[name], exp_avg_sq[name] = m, v
+                m = torch.lerp(exp_avg[name][sel], g, 1 - beta1)
+                v = exp_avg_sq[name][sel] * beta2 + (1 - beta2) * g * g
+                exp_avg[name][sel], exp_avg_sq[name][sel] = m, v
                 update = per_member(step_size, p) * m / (v.sqrt() / per_member(bias2_sqrt, p) + ADAM_EPS)
             else:
-                update = per_member(lr, p) * g
-            params[name] = torch.where(on, p - update, p)
+                update = per_member(lr[sel], p) * g
+            params[name][sel] = p - update
 
     def evaluate(inputs, labels, weights, counts) -> tuple[torch.Tensor, torch.Tensor]:
         logits = forward_shared_x(params, inputs)  # [members, samples, classes]
@@ -296,10 +300,8 @@ def train_mlp_pack(configs: list[MLPConfig], reporters: list[Reporter]) -> None:
             weight[i, : member_steps[i], : c.batch_size] = valid.view(member_steps[i], c.batch_size)
         order, weight = order.to(device), weight.to(device)
         for s in range(steps_per_epoch):
-            idx, wb = order[:, s], weight[:, s]
-            active = alive & (wb.sum(1) > 0)
-            grads = member_grads(params, x[idx], torch.gather(y, 1, idx), wb)
-            step(grads, active)
+            stepping = [i for i in range(n_members) if running[i] and s < member_steps[i]]
+            step(stepping, order[:, s], weight[:, s])
         with torch.no_grad():
             train_loss, train_error = evaluate(x, y, in_train, n_train.float())
             test_weights = torch.ones(n_members, len(y_test), device=device)
@@ -307,11 +309,11 @@ def train_mlp_pack(configs: list[MLPConfig], reporters: list[Reporter]) -> None:
             test_loss, test_error = evaluate(x_test, test_labels, test_weights, float(len(y_test)))
         rows = torch.stack([train_loss, train_error, test_loss, test_error]).T.tolist()
         for i, (tr_loss, tr_err, te_loss, te_err) in enumerate(rows):
-            if not alive[i]:
+            if not running[i]:
                 continue
             try:
                 reporters[i].report(epoch, train_loss=tr_loss, train_error=tr_err, test_loss=te_loss, test_error=te_err)
             except TrialDiverged:
-                alive[i] = False  # this member stops; the others are independent and go on
-        if not alive.any():
+                running[i] = False  # this member stops; the others are independent and go on
+        if not any(running):
             return
