@@ -2,8 +2,8 @@
 
 (a) Ray Tune: `tune.grid_search` over the axes, `reuse_actors=True`, 1 CPU and (when the cluster
     has GPUs) 1/8 GPU per trial, `MLflowLoggerCallback` recording every reported epoch.
-(b) scalesweep: `run_sweep` on the same axes and params (packs of one width, vmapped), recording
-    to the same kind of MLflow store.
+(b) scalesweep: `run_sweep` on the same axes and params, in packs (execution.mode 'pack', so
+    also on a CPU, where 'auto' would not pack), recording to the same kind of MLflow store.
 
 Both train with `MNIST1DMLP.train`'s recipe, so the mean final test error must agree within noise
 (a vmapped member matches training alone to float32 rounding). Prints wall time, trials per second,
@@ -129,7 +129,7 @@ def run_scalesweep(axes: dict, params: dict, tracking_uri: str, mode: str = "aut
         raise RuntimeError(f"scalesweep trials failed: {dict(outcome.counts)}")
     trials = load_trials(open_store(spec), outcome.parent_run_id)
     errors = {(row["width"], row["n_train"], row["seed"]): row["test_error"] for _, row in trials.iterrows()}
-    label = "scalesweep" if mode != "single" else "scalesweep (single)"
+    label = "scalesweep" if mode == "pack" else f"scalesweep ({mode})"
     print(f"  {label}: {outcome.n_submitted} trials in {outcome.n_packs} packs; {outcome.recording_s:.1f} s in MLflow calls")
     return Measured(label, outcome.n_submitted, wall, errors)
 
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"grid {grid}: {axes} params {params}; tracking {tracking_uri}; GPUs {ray_gpus():g}")
 
     tune_run = run_tune(axes, params, tracking_uri, storage or "/tmp/scalesweep-bench-tune")
-    runs = [tune_run, run_scalesweep(axes, params, tracking_uri)]
+    runs = [tune_run, run_scalesweep(axes, params, tracking_uri, mode="pack")]
     if args.also_single:
         runs.append(run_scalesweep(axes, params, tracking_uri, mode="single"))
 

@@ -115,7 +115,7 @@ def run_sweep(
 
     connect(address, num_cpus)
     scheduler = Scheduler(spec.workload, spec.resources_per_trial, spec.execution)
-    packs = make_packs(todo, workload, spec.execution.mode, scheduler.n_slots)
+    packs = make_packs(todo, workload, spec.execution.mode, scheduler.n_slots, gpu=scheduler.gpus > 0)
     # MLflow calls happen on the recorder's thread: the scheduler never waits for the tracking store.
     recorder = TrialRecorder(store, parent, existing)
 

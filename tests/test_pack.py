@@ -71,7 +71,8 @@ def mnist_trials(axes: dict, params: dict | None = None, mode: str = "auto"):
 
 def test_packs_group_one_model_shape_and_balance_over_workers():
     trials = mnist_trials({"width": [8, 64], "n_train": [100, 400], "seed": [0, 1, 2]})
-    packs = make_packs(trials, MNIST1DMLP(), "auto", n_slots=1)
+    assert make_packs(trials, MNIST1DMLP(), "auto", n_slots=1) == [[t] for t in trials]  # no GPU: one at a time
+    packs = make_packs(trials, MNIST1DMLP(), "auto", n_slots=1, gpu=True)
     assert len(packs) == 2  # one pack per width; n_train and seed vary inside a pack
     for pack in packs:
         assert len({t.config["width"] for t in pack}) == 1 and len(pack) == 6
@@ -79,7 +80,7 @@ def test_packs_group_one_model_shape_and_balance_over_workers():
     assert sorted(t.key for p in packs for t in p) == sorted(t.key for t in trials)
 
     # Two workers: the width-64 pack costs most of the sweep, so it is split, along data size.
-    packs = make_packs(trials, MNIST1DMLP(), "auto", n_slots=2)
+    packs = make_packs(trials, MNIST1DMLP(), "pack", n_slots=2)
     share = sum(pack_cost(p) for p in packs) / 2
     wide = [p for p in packs if p[0].config["width"] == 64]
     assert len(wide) > 1 and sum(map(len, wide)) == 6
