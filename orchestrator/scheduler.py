@@ -1,41 +1,27 @@
 """Ray runs the trials: long-lived worker actors take packs of trials from a queue.
 
 A worker actor imports the workload once and keeps it (and, on a GPU, its CUDA context) for every
-pack it runs. A worker or node that dies takes its pack back to the queue, up to `max_retries`
-times; an exception inside a trial is that trial's failure, recorded, not retried. The scheduler
-trains nothing itself.
+pack it runs; it trains a pack with `orchestrator.pack.run_pack` (vmapped where the workload can,
+cut to its device's memory). A worker or node that dies takes its pack back to the queue, up to
+`max_retries` times; an exception inside a trial is that trial's failure, recorded, not retried.
+The scheduler trains nothing itself.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
-import traceback
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import ray
 from ray.exceptions import RayError
 
 from orchestrator.grid import Trial
+from orchestrator.pack import TrialResult, device_memory_budget, run_pack, run_trial  # noqa: F401 (re-exported)
 from orchestrator.spec import Execution, Resources
 
 LOCAL_HOST = "127.0.0.1"
-
-
-@dataclass
-class TrialResult:
-    """What a trial left behind: status (finished, failed, diverged), per-epoch metrics, timing."""
-
-    trial_key: str
-    status: str
-    history: list[dict[str, float]] = field(default_factory=list)
-    error: str | None = None
-    duration_s: float = 0.0
-    attempts: int = 1
-    worker: str = ""
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> None:
@@ -50,6 +36,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, dashboard: 
         ray.init(address=address, log_to_driver=True)
         return
     ray.init(
+        # 'local' always starts a new cluster; without it Ray would join whichever cluster this
+        # machine started last (another user's `ray start`), ignoring num_cpus.
+        address="local",
         num_cpus=num_cpus,
         _node_ip_address=LOCAL_HOST,
         include_dashboard=dashboard,
@@ -60,44 +49,28 @@ def connect(address: str | None = None, num_cpus: int | None = None, dashboard: 
     )
 
 
-def run_trial(workload, trial: Trial) -> TrialResult:
-    """Train one trial inside a worker; its own exceptions become a failed (or diverged) result."""
-    from workloads.api import Reporter, TrialDiverged
-
-    reporter = Reporter(checkpoint=trial.checkpoint)
-    start = time.perf_counter()
-    try:
-        workload.train(workload.validate_config(trial.config), reporter)
-        status, error = "finished", None
-    except TrialDiverged as err:
-        status, error = "diverged", str(err)
-    except Exception:
-        status, error = "failed", traceback.format_exc(limit=20)
-    return TrialResult(trial.key, status, reporter.history, error, time.perf_counter() - start)
-
-
 @ray.remote(max_restarts=0, max_task_retries=0)
 class TrialWorker:
     """A long-lived process that trains packs of trials of one workload."""
 
-    def __init__(self, workload_ref: str, driver_cwd: str):
+    def __init__(self, workload_ref: str, driver_cwd: str, gpu_share: float = 0.0):
         # A team's workload may live in the directory the sweep was started from.
         if driver_cwd not in sys.path:
             sys.path.insert(0, driver_cwd)
         from workloads.api import resolve_workload
 
         self.workload = resolve_workload(workload_ref)()
+        self.gpu_share = gpu_share
         self.name = f"{ray.get_runtime_context().get_node_id()[:8]}:{os.getpid()}"
 
     def pid(self) -> int:
         return os.getpid()
 
     def run_pack(self, trials: list[Trial]) -> list[TrialResult]:
-        results = []
-        for trial in trials:
-            result = run_trial(self.workload, trial)
+        """One result per trial, in order; packed and sized to this worker's device memory now."""
+        results = run_pack(self.workload, trials, device_memory_budget(self.gpu_share))
+        for result in results:
             result.worker = self.name
-            results.append(result)
         return results
 
 
@@ -128,9 +101,14 @@ class Scheduler:
         self.gpus = trial_gpus(resources)
         self.workers: list = []
 
+    @property
+    def n_slots(self) -> int:
+        """Workers the cluster can hold at once (packs are balanced over this many)."""
+        return worker_slots(self.resources, self.gpus, self.execution.max_workers)
+
     def _new_worker(self):
         options = {"num_cpus": self.resources.cpu, "num_gpus": self.gpus}
-        return TrialWorker.options(**options).remote(self.workload_ref, os.getcwd())
+        return TrialWorker.options(**options).remote(self.workload_ref, os.getcwd(), self.gpus)
 
     def run(
         self,
@@ -138,7 +116,11 @@ class Scheduler:
         on_dispatch: Callable[[list[Trial]], None] = lambda pack: None,
         on_result: Callable[[Trial, TrialResult], None] = lambda trial, result: None,
     ) -> list[TrialResult]:
-        """Run every pack; return one result per trial, in completion order."""
+        """Run every pack; return one result per trial, in completion order.
+
+        on_dispatch(pack) runs before a pack is sent to a worker, on_result(trial, result) as each
+        pack's results arrive (and for a pack given up after max_retries lost workers).
+        """
         queue = deque((list(pack), 1) for pack in packs if pack)
         n_workers = min(worker_slots(self.resources, self.gpus, self.execution.max_workers), len(queue))
         idle = [self._new_worker() for _ in range(n_workers)]

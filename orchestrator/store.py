@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 from urllib.parse import urlparse
 
 import requests
@@ -76,6 +76,27 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _result_batches(result) -> list[tuple[list[Metric], list[RunTag]]]:
+    """A trial result as (metrics, tags) batches within MLflow's per-call limits; tags ride in the last."""
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(name, value, now, int(row["epoch"])) for row in result.history for name, value in row.items() if name != "epoch"
+    ]
+    metrics.append(Metric("duration_s", result.duration_s, now, 0))
+    tags = [RunTag("status", result.status), RunTag("attempts", str(result.attempts))]
+    tags.append(RunTag("pack_size", str(getattr(result, "pack_size", 1))))
+    if result.error:
+        tags.append(RunTag("error", _tag_value(result.error)))
+    if result.worker:
+        tags.append(RunTag("worker", result.worker))
+    room = MAX_METRICS_PER_BATCH - len(tags)
+    batches = [(chunk, []) for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH)]
+    if len(batches[-1][0]) > room:
+        batches.append(([], []))
+    batches[-1] = (batches[-1][0], tags)
+    return batches
 
 
 def _tag_value(value: Any) -> str:
@@ -224,24 +245,21 @@ class SweepStore:
         return run_ids
 
     def finish_trial(self, run_id: str, result) -> None:
-        """Log a trial's whole per-epoch history in as few log_batch calls as MLflow allows, then end it."""
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(name, value, now, int(row["epoch"]))
-            for row in result.history
-            for name, value in row.items()
-            if name != "epoch"
-        ]
-        metrics.append(Metric("duration_s", result.duration_s, now, 0))
-        tags = [RunTag("status", result.status), RunTag("attempts", str(result.attempts))]
-        if result.error:
-            tags.append(RunTag("error", _tag_value(result.error)))
-        if result.worker:
-            tags.append(RunTag("worker", result.worker))
-        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=chunk)
-        self.client.log_batch(run_id, tags=tags)
-        self.client.set_terminated(run_id, status="FINISHED" if result.status == "finished" else "FAILED")
+        """Log a trial's whole per-epoch history and final tags, then end its run."""
+        self.finish_trials([(run_id, result)])
+
+    def finish_trials(self, finished: Sequence[tuple[str, Any]]) -> None:
+        """End many trials' runs: each run's history and tags in as few log_batch calls as MLflow
+        allows, all runs' batches in flight at once (MLflow's async logging), every one waited for
+        and checked before any run is marked terminated, so a FINISHED run always has its metrics."""
+        pending = []
+        for run_id, result in finished:
+            for batch in _result_batches(result):
+                pending.append(self.client.log_batch(run_id, metrics=batch[0], tags=batch[1], synchronous=False))
+        for operation in pending:
+            operation.wait()  # raises the MlflowException of a batch that failed
+        for run_id, result in finished:
+            self.client.set_terminated(run_id, status="FINISHED" if result.status == "finished" else "FAILED")
 
     def metric_history(self, run_id: str, keys: Iterable[str]) -> list[dict[str, float]]:
         """Per-epoch rows {'epoch': e, metric: value, ...} of one run."""
@@ -268,3 +286,73 @@ class SweepStore:
 
 def is_terminal(run_status: str) -> bool:
     return RunStatus.is_terminated(RunStatus.from_string(run_status))
+
+
+class TrialRecorder:
+    """Records trials off the scheduler's hot path: one background thread starts and ends runs.
+
+    `started(pack)` and `finished(trial, result)` only enqueue and return at once; the thread takes
+    whatever has queued up, in order (a trial's start always precedes its end), and records it with
+    `start_trials` and one `finish_trials` call for all results that arrived meanwhile. `close()`
+    drains the queue and raises the first error the thread met; `error` lets the caller stop early.
+    `busy_s` is the wall time spent in MLflow calls (seconds), to see where time goes.
+    """
+
+    def __init__(self, store: SweepStore, parent_run_id: str, existing: list[TrialRecord] | None = None):
+        import queue
+        import threading
+
+        self.store = store
+        self.parent_run_id = parent_run_id
+        self.existing = existing
+        self.run_ids: dict[str, str] = {}
+        self.error: BaseException | None = None
+        self.busy_s = 0.0
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="scalesweep-recorder", daemon=True)
+        self._thread.start()
+
+    def started(self, trials: Sequence) -> None:
+        self._queue.put(("start", list(trials)))
+
+    def finished(self, trial, result) -> None:
+        self._queue.put(("finish", (trial, result)))
+
+    def close(self, timeout_s: float | None = None, raise_error: bool = True) -> None:
+        """Wait until everything queued is recorded; raise the recorder's error if it met one."""
+        if self._thread.is_alive():
+            self._queue.put(("stop", None))
+            self._thread.join(timeout_s)
+        if raise_error and self.error is not None:
+            raise self.error
+
+    def _loop(self) -> None:
+        import queue
+
+        stop = False
+        while not stop:
+            items = [self._queue.get()]
+            while True:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if self.error is None:
+                started = time.perf_counter()
+                try:
+                    self._record(items)
+                except Exception as err:  # kept for close(); the driver checks it between packs
+                    self.error = err
+                self.busy_s += time.perf_counter() - started
+            stop = any(kind == "stop" for kind, _ in items)
+
+    def _record(self, items: list[tuple[str, Any]]) -> None:
+        finished: list[tuple[str, Any]] = []
+        for kind, payload in items:
+            if kind == "start":  # a trial's start is queued before its end, so ends can wait for the batch's end
+                self.run_ids.update(self.store.start_trials(self.parent_run_id, payload, self.existing))
+            elif kind == "finish":
+                trial, result = payload
+                finished.append((self.run_ids[trial.key], result))
+        if finished:
+            self.store.finish_trials(finished)

@@ -20,7 +20,7 @@ from orchestrator.fit.isoflop import fit_isoflop
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.grid import Trial, expand_grid, load_workload
 from orchestrator.spec import SpecError, SweepSpec
-from orchestrator.store import SweepStore
+from orchestrator.store import SweepStore, TrialRecorder
 
 
 class GridTooLarge(SpecError):
@@ -53,6 +53,8 @@ class SweepOutcome:
     n_skipped: int
     counts: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
+    n_packs: int = 0  # packs the submitted trials ran in (equal to n_submitted when nothing was packed)
+    recording_s: float = 0.0  # wall time spent in MLflow calls on the recorder's thread (seconds)
 
     @property
     def n_submitted(self) -> int:
@@ -95,12 +97,15 @@ def run_sweep(
     progress: bool = True,
 ) -> SweepOutcome:
     """Run every trial of the spec that has no FINISHED run yet, on Ray, recording to MLflow."""
-    from orchestrator.scheduler import Scheduler, connect
+    from orchestrator.pack import make_packs, uses_packs
     from orchestrator.progress import SweepProgress
+    from orchestrator.scheduler import Scheduler, connect
 
     started = time.perf_counter()
     check_grid_size(spec, confirmed)
-    trials = expand_grid(spec)  # validates every trial config before anything launches
+    workload = load_workload(spec)
+    trials = expand_grid(spec, workload)  # validates every trial config before anything launches
+    uses_packs(workload, spec.execution.mode)  # mode 'pack' on a workload that cannot pack is bad input
     store = open_store(spec)
     parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), len(trials))
     existing = store.trial_records(parent)
@@ -112,26 +117,34 @@ def run_sweep(
         return outcome
 
     connect(address, num_cpus)
-    run_ids: dict[str, str] = {}
+    scheduler = Scheduler(spec.workload, spec.resources_per_trial, spec.execution)
+    packs = make_packs(todo, workload, spec.execution.mode, scheduler.n_slots, gpu=scheduler.gpus > 0)
+    # MLflow calls happen on the recorder's thread: the scheduler never waits for the tracking store.
+    recorder = TrialRecorder(store, parent, existing)
 
     def on_dispatch(pack: list[Trial]) -> None:
-        run_ids.update(store.start_trials(parent, pack, existing))
+        if recorder.error is not None:
+            raise recorder.error
+        recorder.started(pack)
         bar.started(len(pack))
 
     def on_result(trial: Trial, result) -> None:
-        store.finish_trial(run_ids[trial.key], result)
+        recorder.finished(trial, result)
         outcome.counts[result.status] += 1
         bar.finished(result.status)
 
-    packs = [[trial] for trial in todo]
     with SweepProgress(len(todo), spec.name, enabled=progress) as bar:
         try:
-            Scheduler(spec.workload, spec.resources_per_trial, spec.execution).run(packs, on_dispatch, on_result)
+            scheduler.run(packs, on_dispatch, on_result)
+            recorder.close()
         except BaseException:
+            recorder.close(timeout_s=30, raise_error=False)  # keep the results that did arrive
             store.close_sweep(parent, "KILLED")
             raise
     store.close_sweep(parent, "FINISHED" if outcome.ok else "FAILED")
     outcome.wall_s = time.perf_counter() - started
+    outcome.n_packs = len(packs)
+    outcome.recording_s = recorder.busy_s
     return outcome
 
 

@@ -5,6 +5,10 @@ A team's own workload subclasses `Workload` and is named in a spec by its import
 
 A workload never talks to MLflow: its train loop calls `reporter.report(epoch, **metrics)` once per
 epoch; the orchestrator stores what it reports. A non-finite metric stops the trial as diverged.
+
+Packs (optional): a workload that can train several trials of one model shape together (vmapped)
+implements `pack_key(config)` (the shape: trials with equal keys may share a pack) and
+`train_pack(configs, reporters)`. Without them every trial runs alone through `train`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import importlib
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Hashable, Sequence
 
 from pydantic import BaseModel
 
@@ -70,6 +74,8 @@ class CheckpointPolicy:
 class Reporter:
     """Collects one trial's per-epoch metrics; raises TrialDiverged on a non-finite value.
 
+    `diverged` keeps the reason once raised, so a pack's train loop can stop that member, go on
+    with the others, and the orchestrator still knows which members diverged.
     checkpoint: where and how often a long trial may checkpoint, or None when the orchestrator offers
     no place; a workload that resumes replays its earlier epochs through `report` so the history
     stays whole.
@@ -78,13 +84,15 @@ class Reporter:
     def __init__(self, checkpoint: CheckpointPolicy | None = None) -> None:
         self.history: list[dict[str, float]] = []
         self.checkpoint = checkpoint
+        self.diverged: str | None = None
 
     def report(self, epoch: int, **metrics: float) -> None:
         values = {name: float(value) for name, value in metrics.items()}
         self.history.append({"epoch": epoch, **values})
         bad = {name: value for name, value in values.items() if not math.isfinite(value)}
         if bad:
-            raise TrialDiverged(f"epoch {epoch}: non-finite {bad}")
+            self.diverged = f"epoch {epoch}: non-finite {bad}"
+            raise TrialDiverged(self.diverged)
 
 
 class Workload(ABC):
@@ -111,6 +119,33 @@ class Workload(ABC):
     @abstractmethod
     def train(self, config: BaseModel, reporter: Reporter) -> None:
         """Train one trial from scratch, calling reporter.report(epoch, ...) after each epoch."""
+
+    # -- packs (optional) ----------------------------------------------------------------------
+
+    def pack_key(self, config: BaseModel) -> Hashable | None:
+        """What trials must share to train together (the model shape), or None: never packed."""
+        return None
+
+    def pack_member_bytes(self, config: BaseModel) -> int:
+        """Device memory one member of a pack needs, in bytes; sizes packs to the device.
+
+        The default counts parameters, gradients and two Adam moments in float32 and doubles it for
+        activations; a workload with large activations should say better.
+        """
+        return 2 * 4 * 4 * self.size(config).n_params
+
+    def train_pack(self, configs: Sequence[BaseModel], reporters: Sequence[Reporter]) -> None:
+        """Train trials of one pack_key together, member i reporting to reporters[i].
+
+        Each member must end as if trained alone by `train` (same seed, data, optimizer state). A
+        member whose reporter raises TrialDiverged stops; the others go on. An exception that
+        escapes fails the pack as a whole (the orchestrator then reruns its members one by one).
+        """
+        raise NotImplementedError(f"{type(self).__name__} trains one trial at a time")
+
+    @property
+    def can_pack(self) -> bool:
+        return type(self).train_pack is not Workload.train_pack
 
 
 def resolve_workload(ref: str) -> type[Workload]:
