@@ -350,7 +350,9 @@ class TrialRecorder:
         finished: list[tuple[str, Any]] = []
         for kind, payload in items:
             if kind == "start":  # a trial's start is queued before its end, so ends can wait for the batch's end
-                self.run_ids.update(self.store.start_trials(self.parent_run_id, payload, self.existing))
+                # A pack retried after its worker died keeps the runs its first dispatch opened.
+                fresh = [trial for trial in payload if trial.key not in self.run_ids]
+                self.run_ids.update(self.store.start_trials(self.parent_run_id, fresh, self.existing))
             elif kind == "finish":
                 trial, result = payload
                 finished.append((self.run_ids[trial.key], result))
