@@ -35,6 +35,9 @@ class Tracking(_Strict):
     artifact_location: str | None = Field(
         default=None, description="only used when the experiment is created; defaults to ./mlartifacts beside a SQLite file"
     )
+    max_outage_s: float = Field(
+        default=300.0, gt=0, description="how long (seconds) to retry a tracking server that is down before the sweep stops"
+    )
 
     @field_validator("uri")
     @classmethod
