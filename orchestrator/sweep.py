@@ -17,7 +17,7 @@ from orchestrator import results
 from orchestrator.fit import PowerLawFit, fit_error_vs_size
 from orchestrator.grid import Trial, expand_grid, load_workload
 from orchestrator.spec import SpecError, SweepSpec
-from orchestrator.store import SweepStore
+from orchestrator.store import SweepStore, TrackingUnavailable
 
 
 class GridTooLarge(SpecError):
@@ -61,7 +61,7 @@ class SweepOutcome:
 
 
 def open_store(spec: SweepSpec) -> SweepStore:
-    return SweepStore(spec.tracking.uri, spec.experiment, spec.tracking.artifact_location)
+    return SweepStore(spec.tracking.uri, spec.experiment, spec.tracking.artifact_location, spec.tracking.max_outage_s)
 
 
 def check_grid_size(spec: SweepSpec, confirmed: bool) -> None:
@@ -100,7 +100,7 @@ def run_sweep(
     trials = expand_grid(spec)  # validates every trial config before anything launches
     store = open_store(spec)
     parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), len(trials))
-    existing = store.trial_records(parent)
+    existing = store.prepare_resume(store.trial_records(parent))  # what a dead driver left; never duplicated
     finished = {r.trial_key for r in existing if r.run_status == "FINISHED"}
     todo = [t for t in trials if t.key not in finished]
     outcome = SweepOutcome(parent, len(trials), len(trials) - len(todo))
@@ -112,7 +112,8 @@ def run_sweep(
     run_ids: dict[str, str] = {}
 
     def on_dispatch(pack: list[Trial]) -> None:
-        run_ids.update(store.start_trials(parent, pack, existing))
+        # A pack retried after its worker died already has runs: start only the trials that do not.
+        run_ids.update(store.start_trials(parent, [t for t in pack if t.key not in run_ids], existing))
         bar.started(len(pack))
 
     def on_result(trial: Trial, result) -> None:
@@ -124,6 +125,8 @@ def run_sweep(
     with SweepProgress(len(todo), spec.name, enabled=progress) as bar:
         try:
             Scheduler(spec.workload, spec.resources_per_trial, spec.execution).run(packs, on_dispatch, on_result)
+        except TrackingUnavailable:
+            raise  # nothing can be recorded; the parent stays RUNNING and the next run resumes it
         except BaseException:
             store.close_sweep(parent, "KILLED")
             raise
@@ -153,6 +156,9 @@ def fit_sweep(spec: SweepSpec, n_boot: int = 200, log: bool = True) -> tuple[lis
     """Fit test error vs model size per data size; log fits.json to the sweep's parent run."""
     store, parent, trials = finished_trials(spec)
     fits, skipped = fit_error_vs_size(trials, n_boot=n_boot)
+    diverged = sorted(r.trial_key for r in store.trial_records(parent) if r.status == "diverged")
+    if diverged:
+        skipped.append(f"left out {len(diverged)} diverged trial(s): {', '.join(diverged)}")
     if log:
         store.log_json(parent, {"fits": [f.to_dict() for f in fits], "skipped": skipped}, "fits/fits.json")
     return fits, skipped
