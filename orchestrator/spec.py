@@ -47,7 +47,7 @@ class Tracking(_Strict):
             raise ValueError(f"{uri!r} is not a tracking URI; expected one of the schemes {', '.join(TRACKING_SCHEMES)}")
         if scheme == "sqlite" and not uri.startswith("sqlite:///"):
             raise ValueError(f"{uri!r}: a SQLite URI needs three slashes, e.g. sqlite:///scalesweep.db")
-        if scheme in ("http", "https") and not re.match(r"^https?://[^/:]+(:\d+)?(/.*)?$", uri):
+        if scheme in ("http", "https") and not re.match(r"^https?://[^/:\s]+(:\d+)?(/\S*)?$", uri):
             raise ValueError(f"{uri!r} is not a valid http(s) URL")
         return uri
 
