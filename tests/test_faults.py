@@ -355,3 +355,28 @@ def test_infinite_loss_stops_the_trial_as_diverged():
     assert result.status == "diverged"
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
     assert "epoch 3: non-finite" in result.error and "inf" in result.error
+
+
+def test_resume_reuses_a_dead_drivers_empty_runs_and_replaces_half_logged_ones(ray_local, write_spec, tmp_path):
+    """What a driver killed mid-trial leaves: a RUNNING run with no metrics, and one it died logging."""
+    from mlflow.entities import Metric
+
+    from orchestrator.sweep import open_store
+
+    path = write_spec(toy_body(tmp_path, n=[10, 100], epochs=3, sleep_s=0))
+    spec = load_spec(path)
+    trials = {t.config["n"]: t for t in expand_grid(spec)}
+    store = open_store(spec)
+    parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), len(trials))
+    left = store.start_trials(parent, trials.values())
+    empty, half_logged = left[trials[10].key], left[trials[100].key]
+    store.client.log_batch(half_logged, metrics=[Metric("test_loss", 1.0, 0, 1)])
+
+    outcome = run_sweep(spec, progress=False)
+
+    assert outcome.counts == {"finished": 2}
+    runs = assert_each_trial_finished_once(path, epochs=3)
+    assert runs[trials[10].key].info.run_id == empty  # reused: still one record
+    assert runs[trials[100].key].info.run_id != half_logged  # two attempts' histories never mix
+    replaced = MlflowClient(spec.tracking.uri).get_run(half_logged)
+    assert (replaced.info.lifecycle_stage, replaced.data.tags["status"]) == ("deleted", "superseded")
