@@ -126,6 +126,9 @@ class Scheduler:
         idle = [self._new_worker() for _ in range(n_workers)]
         self.workers = list(idle)
         inflight: dict = {}
+        # Replacements join `idle` only once started: after a node is lost the survivors' idle
+        # workers may hold every slot, and a pack sent to a worker that cannot be placed waits forever.
+        starting: dict = {}
         results: list[TrialResult] = []
 
         def record(pack: list[Trial], pack_results: list[TrialResult], attempt: int) -> None:
@@ -141,8 +144,22 @@ class Scheduler:
                     worker = idle.pop()
                     on_dispatch(pack)
                     inflight[worker.run_pack.remote(pack)] = (worker, pack, attempt)
-                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+                if queue and not (idle or inflight or starting):
+                    reason = "no worker could be started"
+                    while queue:
+                        pack, attempt = queue.popleft()
+                        record(pack, [TrialResult(t.key, "failed", error=reason) for t in pack], attempt)
+                    break
+                ready, _ = ray.wait([*inflight, *starting], num_returns=1, timeout=0.5)
                 for ref in ready:
+                    if ref in starting:
+                        worker = starting.pop(ref)
+                        try:
+                            ray.get(ref)
+                            idle.append(worker)
+                        except RayError:
+                            self.workers.remove(worker)
+                        continue
                     worker, pack, attempt = inflight.pop(ref)
                     try:
                         record(pack, ray.get(ref), attempt)
@@ -153,7 +170,7 @@ class Scheduler:
                         self.workers.remove(worker)
                         replacement = self._new_worker()
                         self.workers.append(replacement)
-                        idle.append(replacement)
+                        starting[replacement.pid.remote()] = replacement
                         if attempt <= self.execution.max_retries:
                             queue.appendleft((pack, attempt + 1))
                         else:

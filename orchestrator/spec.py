@@ -36,6 +36,9 @@ class Tracking(_Strict):
     artifact_location: str | None = Field(
         default=None, description="only used when the experiment is created; defaults to ./mlartifacts beside a SQLite file"
     )
+    max_outage_s: float = Field(
+        default=300.0, gt=0, description="how long (seconds) to retry a tracking server that is down before the sweep stops"
+    )
 
     @field_validator("uri")
     @classmethod
@@ -45,7 +48,7 @@ class Tracking(_Strict):
             raise ValueError(f"{uri!r} is not a tracking URI; expected one of the schemes {', '.join(TRACKING_SCHEMES)}")
         if scheme == "sqlite" and not uri.startswith("sqlite:///"):
             raise ValueError(f"{uri!r}: a SQLite URI needs three slashes, e.g. sqlite:///scalesweep.db")
-        if scheme in ("http", "https") and not re.match(r"^https?://[^/:]+(:\d+)?(/.*)?$", uri):
+        if scheme in ("http", "https") and not re.match(r"^https?://[^/:\s]+(:\d+)?(/\S*)?$", uri):
             raise ValueError(f"{uri!r} is not a valid http(s) URL")
         return uri
 

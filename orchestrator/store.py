@@ -4,11 +4,18 @@ Only this module imports mlflow. It passes run ids explicitly through `MlflowCli
 fluent API's active-run stack) and writes each trial's metrics with `log_batch`, never one call
 per value. `finished_trial_keys` is what makes `run` resumable: a trial with a FINISHED child run
 is never submitted again, and a trial's unfinished run is reused rather than duplicated.
+
+Every client call goes through `RetryingClient`: while a tracking server is down the call waits
+with exponential backoff (holding the results it was logging, so they arrive once the server is
+back) up to `max_outage_s`, then raises `TrackingUnavailable` and the sweep stops, resumable.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +24,7 @@ from urllib.parse import urlparse
 
 import requests
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 # MLflow's per-call limits for log_batch.
@@ -24,6 +32,16 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_TAGS_PER_BATCH = 100
 MAX_TAG_CHARS = 5000
+
+# MLflow's own HTTP retries default to 7 with a factor-2 backoff (minutes) and a 120 s timeout;
+# RetryingClient owns the waiting instead, so an outage is bounded by tracking.max_outage_s.
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+
+log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "scalesweep.role"  # "sweep" on the parent, "trial" on children
@@ -73,6 +91,70 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         raise TrackingUnavailable(f"MLflow tracking server {uri} answered /health with HTTP {response.status_code}")
 
 
+def is_transient(err: BaseException) -> bool:
+    """True for errors a tracking server outage causes: refused or dropped connections, timeouts, 502-504."""
+    if isinstance(err, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(err, MlflowException):
+        # mlflow.utils.rest_utils wraps connection-level failures as "... failed with exception ...".
+        return "failed with exception" in err.message or err.get_http_status_code() in (502, 503, 504)
+    return False
+
+
+class RetryingClient:
+    """An MlflowClient whose calls wait out a tracking server outage with exponential backoff.
+
+    A call that fails with a transient error is retried after 0.5 s, 1 s, 2 s ... (at most
+    `max_delay_s` apart) until it succeeds or `max_outage_s` seconds have passed since its first
+    failure; then it raises TrackingUnavailable. Other errors (a bad request, a missing run) are
+    raised at once. The caller keeps what it was logging until the call returns, which is what
+    buffers a trial's metrics across an outage.
+    """
+
+    def __init__(self, client: MlflowClient, max_outage_s: float = 300.0, first_delay_s: float = 0.5, max_delay_s: float = 8.0):
+        self.raw = client
+        self.max_outage_s = max_outage_s
+        self.first_delay_s = first_delay_s
+        self.max_delay_s = max_delay_s
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.raw, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args, **kwargs):
+            return self.call(attr, *args, **kwargs)
+
+        return call
+
+    def call(self, fn, *args, **kwargs):
+        delay, deadline = self.first_delay_s, None
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:
+                if not is_transient(err):
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.max_outage_s
+                    log.warning("MLflow at %s did not answer (%s); retrying for up to %.0f s", self.raw.tracking_uri, _short(err), self.max_outage_s)
+                if now >= deadline:
+                    raise TrackingUnavailable(
+                        f"MLflow tracking server {self.raw.tracking_uri} has not answered for {self.max_outage_s:g} s "
+                        f"(tracking.max_outage_s): {_short(err)}. The sweep stopped; run the same command again "
+                        "once the server is back to resume it"
+                    ) from None
+                time.sleep(min(delay, deadline - now))
+                delay = min(2 * delay, self.max_delay_s)
+
+
+def _short(err: BaseException) -> str:
+    text = getattr(err, "message", None) or str(err)
+    return f"{err.__class__.__name__}: {text[:300]}"
+
+
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -107,7 +189,9 @@ def _tag_value(value: Any) -> str:
 class SweepStore:
     """A sweep's MLflow experiment: open the parent run, record trials, read them back."""
 
-    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None):
+    def __init__(
+        self, tracking_uri: str, experiment: str, artifact_location: str | None = None, max_outage_s: float = 300.0
+    ):
         self.tracking_uri = with_sqlite_busy_timeout(tracking_uri)
         self.experiment_name = experiment
         self._artifact_location = artifact_location
@@ -117,7 +201,10 @@ class SweepStore:
             db.parent.mkdir(parents=True, exist_ok=True)
             if artifact_location is None:
                 self._artifact_location = (db.resolve().parent / "mlartifacts").as_uri()
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        if urlparse(tracking_uri).scheme in ("http", "https"):
+            for name, value in MLFLOW_HTTP_DEFAULTS.items():
+                os.environ.setdefault(name, value)
+        self.client = RetryingClient(MlflowClient(tracking_uri=self.tracking_uri), max_outage_s)
         self._experiment_id: str | None = None
 
     # -- experiment and parent run -------------------------------------------------------------
@@ -233,8 +320,7 @@ class SweepStore:
             tags.update({name: str(value) for name, value in optional.items() if value is not None})
             run_id = reusable.get(trial.key)
             if run_id is None:
-                run = self.client.create_run(self.experiment_id, run_name=trial.label[:250], tags=tags)
-                run_id = run.info.run_id
+                run_id = self._create_trial_run(parent_run_id, trial, tags)
                 params = [Param(k, _tag_value(v)) for k, v in sorted(trial.config.items())]
                 for chunk in _chunks(params, MAX_PARAMS_PER_BATCH):
                     self.client.log_batch(run_id, params=chunk)
@@ -243,6 +329,52 @@ class SweepStore:
                 self.client.log_batch(run_id, tags=[RunTag("status", "running")])
             run_ids[trial.key] = run_id
         return run_ids
+
+    def _create_trial_run(self, parent_run_id: str, trial, tags: dict[str, str]) -> str:
+        """Create a trial's child run once, even when a create that is retried had reached the server."""
+        attempts = 0
+
+        def create() -> str:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                found = self._trial_run_ids(parent_run_id, trial.key)
+                if found:
+                    return found[0]
+            return self.client.raw.create_run(self.experiment_id, run_name=trial.label[:250], tags=tags).info.run_id
+
+        return self.client.call(create)
+
+    def _trial_run_ids(self, parent_run_id: str, trial_key: str) -> list[str]:
+        runs = self.client.raw.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and tags.trial_key = '{trial_key}'",
+            order_by=["attributes.start_time ASC"],
+        )
+        return [run.info.run_id for run in runs]
+
+    def prepare_resume(self, records: list[TrialRecord]) -> list[TrialRecord]:
+        """Settle what a dead driver left behind before submitting again; return the records still in use.
+
+        A run left RUNNING is marked KILLED (tag status=killed) and reused when its trial is
+        submitted again, so the trial keeps one record. An unfinished run that already holds
+        per-epoch metrics (its driver died while logging) cannot be reused without mixing two
+        attempts' histories: it is deleted (MLflow's trash, tag status=superseded) and the trial
+        starts over in a fresh run. No other driver may be running this sweep meanwhile.
+        """
+        kept = []
+        for record in records:
+            if record.run_status == "FINISHED":
+                kept.append(record)
+            elif set(record.metrics) - {"duration_s"}:
+                self.client.log_batch(record.run_id, tags=[RunTag("status", "superseded")])
+                self.client.delete_run(record.run_id)
+            else:
+                if record.run_status == "RUNNING":
+                    self.client.log_batch(record.run_id, tags=[RunTag("status", "killed")])
+                    self.client.set_terminated(record.run_id, status="KILLED")
+                kept.append(record)
+        return kept
 
     def finish_trial(self, run_id: str, result) -> None:
         """Log a trial's whole per-epoch history and final tags, then end its run."""

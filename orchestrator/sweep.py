@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from orchestrator.fit.isoflop import fit_isoflop
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.grid import Trial, expand_grid, load_workload
 from orchestrator.spec import SpecError, SweepSpec
-from orchestrator.store import SweepStore, TrialRecorder
+from orchestrator.store import SweepStore, TrackingUnavailable, TrialRecorder
 
 
 class GridTooLarge(SpecError):
@@ -66,7 +66,7 @@ class SweepOutcome:
 
 
 def open_store(spec: SweepSpec) -> SweepStore:
-    return SweepStore(spec.tracking.uri, spec.experiment, spec.tracking.artifact_location)
+    return SweepStore(spec.tracking.uri, spec.experiment, spec.tracking.artifact_location, spec.tracking.max_outage_s)
 
 
 def check_grid_size(spec: SweepSpec, confirmed: bool) -> None:
@@ -108,7 +108,7 @@ def run_sweep(
     uses_packs(workload, spec.execution.mode)  # mode 'pack' on a workload that cannot pack is bad input
     store = open_store(spec)
     parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), len(trials))
-    existing = store.trial_records(parent)
+    existing = store.prepare_resume(store.trial_records(parent))  # what a dead driver left; never duplicated
     finished = {r.trial_key for r in existing if r.run_status == "FINISHED"}
     todo = [t for t in trials if t.key not in finished]
     outcome = SweepOutcome(parent, len(trials), len(trials) - len(todo))
@@ -137,6 +137,8 @@ def run_sweep(
         try:
             scheduler.run(packs, on_dispatch, on_result)
             recorder.close()
+        except TrackingUnavailable:
+            raise  # nothing can be recorded; the parent stays RUNNING and the next run resumes it
         except BaseException:
             recorder.close(timeout_s=30, raise_error=False)  # keep the results that did arrive
             store.close_sweep(parent, "KILLED")
@@ -245,6 +247,9 @@ def fit_sweep(
         records = [r for r in store.trial_records(parent) if r.run_status == "FINISHED"]
         history = results.history_frame(store, records, (metric, "train_error"))
     fits = fit_trials(trials, history, metric=metric, n_boot=n_boot, train_tol=train_tol, min_rise=min_rise)
+    diverged = sorted(r.trial_key for r in store.trial_records(parent) if r.status == "diverged")
+    if diverged:
+        fits = replace(fits, notes=(*fits.notes, f"left out {len(diverged)} diverged trial(s): {', '.join(diverged)}"))
     if log:
         store.log_json(parent, fits.to_dict(), "fits/fits.json")
     return fits

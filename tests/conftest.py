@@ -79,6 +79,17 @@ def mlflow_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture
+def own_mlflow_server(tmp_path):
+    """A server of the test's own, for tests that stop and restart it."""
+    root = tmp_path / "own-mlflow"
+    root.mkdir()
+    server = MlflowServer(root)
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the session, 2 CPUs, bound to 127.0.0.1."""

@@ -5,8 +5,10 @@ They also show the plugin API: a spec names them as 'tests.toy_workloads:PowerLa
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +31,10 @@ class ToyConfig(BaseModel):
     fail_on_n: int | None = Field(default=None, description="raise inside the trial when n equals this")
     diverge_on_n: int | None = Field(default=None, description="report a NaN loss when n equals this")
     fail_while_exists: str | None = Field(default=None, description="with fail_on_n: fail only while this file exists")
+    diverge_at_epoch: int | None = Field(default=None, description="with diverge_on_n: the epoch that diverges (default: last)")
+    diverge_with: Literal["nan", "inf"] = "nan"
+    pid_dir: str | None = Field(default=None, description="write the worker's pid to <pid_dir>/n<n>-d<d>-s<seed>.pid")
+    hold_while_exists: str | None = Field(default=None, description="before the first epoch, wait (up to 120 s) while this file exists")
 
 
 def toy_loss(n: float, d: float) -> float:
@@ -49,12 +55,18 @@ class PowerLawToy(Workload):
         transient = config.fail_while_exists is None or Path(config.fail_while_exists).exists()
         if config.fail_on_n == config.n and transient:
             raise RuntimeError(f"toy failure for n={config.n}")
+        if config.pid_dir:
+            pid_file = Path(config.pid_dir) / f"n{config.n}-d{config.d}-s{config.seed}.pid"
+            pid_file.write_text(str(os.getpid()))
+        deadline = time.monotonic() + 120
+        while config.hold_while_exists and Path(config.hold_while_exists).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         rng = np.random.default_rng(config.seed)
         final = toy_loss(config.n, config.d) * float(np.exp(config.noise * rng.normal()))
         for epoch in range(1, config.epochs + 1):
             time.sleep(config.sleep_s)
             loss = final * (1 + 1.0 / epoch - 1.0 / config.epochs)
-            if config.diverge_on_n == config.n and epoch == config.epochs:
-                loss = float("nan")
+            if config.diverge_on_n == config.n and epoch == (config.diverge_at_epoch or config.epochs):
+                loss = float(config.diverge_with)
             error = min(loss / 10, 1.0)
             reporter.report(epoch, train_loss=loss, train_error=error, test_loss=loss, test_error=error)

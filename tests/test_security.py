@@ -1,0 +1,102 @@
+"""Safe defaults a test can see: Ray token auth and no dashboard, the MLflow UI on loopback only.
+
+Safe YAML loading and "the workload import path is the only code a spec runs" are covered by the
+malformed-spec files in test_spec.py (a !!python tag is refused and runs nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import yaml
+
+from tests.conftest import REPO, free_port
+
+# Starts a new local Ray the way `scalesweep run` does, with RAY_AUTH_MODE unset, and reports what
+# it exposes. Run in a process of its own: the test session's Ray has RAY_AUTH_MODE set explicitly.
+PROBE = """
+import json, psutil, requests, ray
+from ray._private import ray_constants
+from ray._private.authentication.authentication_token_setup import _get_default_token_path
+from ray._raylet import AuthenticationMode, get_authentication_mode
+from orchestrator.scheduler import connect
+
+connect(num_cpus=1)
+node = ray.nodes()[0]
+listening = sorted({
+    (c.laddr.ip, c.laddr.port)
+    for p in psutil.Process().children(recursive=True)
+    for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN
+})
+agent = f"http://{node['NodeManagerAddress']}:{ray_constants.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT}/api/job_agent/jobs/"
+token = _get_default_token_path().read_text().strip()
+print(json.dumps({
+    "token_auth": get_authentication_mode() == AuthenticationMode.TOKEN,
+    "dashboard_url": ray._private.worker.global_worker.node.webui_url,
+    "listening_ports": [port for _, port in listening],
+    "agent_without_token": requests.post(agent, json={}, timeout=10).status_code,
+    "agent_with_token": requests.post(agent, json={}, headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code,
+}))
+ray.shutdown()
+"""
+
+
+def test_new_local_ray_has_token_auth_and_no_dashboard():
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    env["PYTHONPATH"] = str(REPO)
+    probe = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert seen["token_auth"] is True  # RAY_AUTH_MODE unset: Ray turns token auth on for a new cluster
+    assert not seen["dashboard_url"]  # no dashboard, so no Jobs API (CVE-2023-48022) at all
+    assert 8265 not in seen["listening_ports"]
+    # The per-node agent is the one HTTP server Ray still runs: it refuses requests without the token.
+    assert seen["agent_without_token"] == 401
+    assert seen["agent_with_token"] != 401
+
+
+def listening_addresses(root: psutil.Process, port: int) -> set[str]:
+    found = set()
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            found |= {c.laddr.ip for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_scalesweep_ui_listens_on_loopback_only(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "ui",
+                "workload": "tests.toy_workloads:PowerLawToy",
+                "axes": {"n": [10]},
+                "params": {"d": 100},
+                "tracking": {"uri": f"sqlite:///{tmp_path / 'ui.db'}"},
+            }
+        )
+    )
+    port = free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "ui", str(spec), "--port", str(port)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        root = psutil.Process(ui.pid)
+        deadline = time.monotonic() + 120
+        addresses: set[str] = set()
+        while not addresses and time.monotonic() < deadline and ui.poll() is None:
+            time.sleep(0.5)
+            addresses = listening_addresses(root, port)
+        assert addresses == {"127.0.0.1"}
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
