@@ -25,10 +25,12 @@ LOCAL_HOST = "127.0.0.1"
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> None:
-    """Join the Ray cluster at `address`, or start a local one that listens on 127.0.0.1 only.
+    """Join the Ray cluster at `address`, or start a new local one for this process.
 
-    With RAY_AUTH_MODE unset, Ray turns token auth on for a new local cluster (a token in
-    ~/.ray/auth_token); set RAY_AUTH_MODE=disabled to opt out.
+    The local cluster advertises 127.0.0.1 and keeps its dashboard off (or on 127.0.0.1). Ray 2.60's
+    gRPC servers still bind every interface, so token auth is what keeps other machines out: with
+    RAY_AUTH_MODE unset Ray turns it on for a new local cluster (token in ~/.ray/auth_token); set
+    RAY_AUTH_MODE=disabled to opt out. docs/security.md has the details.
     """
     if ray.is_initialized():
         return
