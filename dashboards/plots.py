@@ -77,6 +77,16 @@ def _style(ax, title: str, xlabel: str, ylabel: str) -> None:
 def _si_axis(axis) -> None:
     axis.set_major_formatter(FuncFormatter(lambda v, _: si(v)))
 
+    def minor(value: float, _) -> str:
+        # On a log axis spanning few decades, label 2x and 5x ticks in the same style; otherwise none.
+        lo, hi = sorted(axis.get_view_interval())
+        if lo <= 0 or hi / lo > 10**2.5 or value <= 0:
+            return ""
+        lead = round(value / 10 ** np.floor(np.log10(value)), 6)
+        return si(value) if lead in (2.0, 5.0) else ""
+
+    axis.set_minor_formatter(FuncFormatter(minor))
+
 
 def _colors(n: int, cmap: str = "viridis") -> np.ndarray:
     # Ordered groups (data sizes, budgets) get ordered colours; the pale end is left out for contrast.
