@@ -122,11 +122,15 @@ def run_sweep(
     # MLflow calls happen on the recorder's thread: the scheduler never waits for the tracking store.
     recorder = TrialRecorder(store, parent, existing)
 
+    dispatched: set[str] = set()
+
     def on_dispatch(pack: list[Trial]) -> None:
         if recorder.error is not None:
             raise recorder.error
         recorder.started(pack)
-        bar.started(len(pack))
+        fresh = {trial.key for trial in pack} - dispatched  # a retried pack is already counted as running
+        dispatched.update(fresh)
+        bar.started(len(fresh))
 
     def on_result(trial: Trial, result) -> None:
         recorder.finished(trial, result)
