@@ -20,7 +20,7 @@ from orchestrator.fit.isoflop import fit_isoflop
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.grid import Trial, expand_grid, load_workload
 from orchestrator.spec import SpecError, SweepSpec
-from orchestrator.store import SweepStore, TrackingUnavailable, TrialRecorder
+from orchestrator.store import SweepStore, TrackingUnavailable, TrialRecord, TrialRecorder
 
 
 class GridTooLarge(SpecError):
@@ -223,12 +223,17 @@ def sweep_status(spec: SweepSpec) -> SweepState:
     )
 
 
-def finished_trials(spec: SweepSpec) -> tuple[SweepStore, str, pd.DataFrame]:
+def sweep_records(spec: SweepSpec) -> tuple[SweepStore, str, list[TrialRecord]]:
+    """The sweep's store, parent run id and every child run, read from MLflow once."""
     store = open_store(spec)
     parent = store.find_sweep(spec.name)
     if parent is None:
         raise SpecError(f"name: no sweep {spec.name!r} in experiment {spec.experiment!r} at {spec.tracking.uri}; run it first")
-    return store, parent, results.load_trials(store, parent, finished_only=True)
+    return store, parent, store.trial_records(parent)
+
+
+def finished(records: list[TrialRecord]) -> list[TrialRecord]:
+    return [r for r in records if r.run_status == "FINISHED"]
 
 
 def fit_sweep(
@@ -245,13 +250,13 @@ def fit_sweep(
     Per-axis power laws, the joint L(N, D), IsoFLOP profiles, held-out extrapolation and double-descent
     verdicts per curve (see `orchestrator.fit.fit_trials`). Raises FitError when nothing can be fitted.
     """
-    store, parent, trials = finished_trials(spec)
+    store, parent, records = sweep_records(spec)
+    trials = results.trials_frame(finished(records))
     history = None
     if epoch_wise and not trials.empty:
-        records = [r for r in store.trial_records(parent) if r.run_status == "FINISHED"]
-        history = results.history_frame(store, records, (metric, "train_error"))
+        history = results.history_frame(store, finished(records), (metric, "train_error"))
     fits = fit_trials(trials, history, metric=metric, n_boot=n_boot, train_tol=train_tol, min_rise=min_rise)
-    diverged = sorted(r.trial_key for r in store.trial_records(parent) if r.status == "diverged")
+    diverged = sorted(r.trial_key for r in records if r.status == "diverged")
     if diverged:
         fits = replace(fits, notes=(*fits.notes, f"left out {len(diverged)} diverged trial(s): {', '.join(diverged)}"))
     if log:
@@ -296,12 +301,12 @@ def report_sweep(spec: SweepSpec, out_dir: str | Path, n_boot: int = 200, format
     from dashboards import ComputeOptimal, write_report
     from dashboards.curves import budget_of
 
-    store, parent, trials = finished_trials(spec)
+    store, parent, records = sweep_records(spec)
+    trials = results.trials_frame(finished(records))
     fits, _ = fit_error_vs_size(trials, n_boot=n_boot)
-    records = [r for r in store.trial_records(parent) if r.run_status == "FINISHED"]
-    history = results.history_frame(store, records, metrics=("train_error", "test_error"))
+    history = results.history_frame(store, finished(records), metrics=("train_error", "test_error"))
     compute = None
-    budgets = getattr(spec, "compute_budgets", None)
+    budgets = spec.compute_budgets
     if budgets and not trials.empty and "train_flops" in trials:
         budgeted = trials.assign(compute_budget=budget_of(trials["train_flops"], budgets))
         metric = "test_loss" if "test_loss" in budgeted else "test_error"
