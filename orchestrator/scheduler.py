@@ -37,6 +37,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, dashboard: 
     if address:
         ray.init(address=address, log_to_driver=True)
         return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a laptop sweep reports nothing home
     ray.init(
         # 'local' always starts a new cluster; without it Ray would join whichever cluster this
         # machine started last (another user's `ray start`), ignoring num_cpus.

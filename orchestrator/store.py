@@ -16,7 +16,9 @@ import functools
 import json
 import logging
 import os
+import sqlite3
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -31,6 +33,7 @@ from mlflow.tracking import MlflowClient
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_PER_BATCH = 100
 MAX_TAGS_PER_BATCH = 100
+MAX_ENTITIES_PER_BATCH = 1000
 MAX_TAG_CHARS = 5000
 
 # MLflow's own HTTP retries default to 7 with a factor-2 backoff (minutes) and a 120 s timeout;
@@ -40,6 +43,9 @@ MLFLOW_HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
 }
+
+# A sweep's results are nobody else's business: MLflow's usage telemetry stays off unless asked for.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +83,16 @@ def sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
     return Path(uri[len("sqlite:///") :].split("?", 1)[0])
+
+
+def use_write_ahead_log(db: Path) -> None:
+    """Put a SQLite store in WAL mode (kept in the file): readers such as the MLflow UI or
+    `scalesweep status` no longer block the sweep's writes, and each commit costs about half."""
+    try:
+        with closing(sqlite3.connect(db, timeout=10)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as err:  # a store another process holds locked keeps its mode; still usable
+        log.debug("could not switch %s to WAL mode: %s", db, err)
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
@@ -160,8 +176,25 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
-def _result_batches(result) -> list[tuple[list[Metric], list[RunTag]]]:
-    """A trial result as (metrics, tags) batches within MLflow's per-call limits; tags ride in the last."""
+def _log_batches(params: list[Param], metrics: list[Metric], tags: list[RunTag]) -> list[dict[str, list]]:
+    """Keyword arguments for as few log_batch calls as MLflow's limits allow, in order: params
+    first, tags (a trial's final status) only once every param and metric has its call."""
+    batches = []
+    while True:
+        batch = {"params": params[:MAX_PARAMS_PER_BATCH]}
+        room = MAX_ENTITIES_PER_BATCH - len(batch["params"])
+        batch["metrics"] = metrics[: min(MAX_METRICS_PER_BATCH, room)]
+        params, metrics = params[len(batch["params"]) :], metrics[len(batch["metrics"]) :]
+        room -= len(batch["metrics"])
+        batch["tags"] = [] if params or metrics else tags[: min(MAX_TAGS_PER_BATCH, room)]
+        tags = tags[len(batch["tags"]) :]
+        batches.append(batch)
+        if not (params or metrics or tags):
+            return batches
+
+
+def _result_entities(result) -> tuple[list[Metric], list[RunTag]]:
+    """A trial result's per-epoch metrics and final tags."""
     now = int(time.time() * 1000)
     metrics = [
         Metric(name, value, now, int(row["epoch"])) for row in result.history for name, value in row.items() if name != "epoch"
@@ -173,12 +206,12 @@ def _result_batches(result) -> list[tuple[list[Metric], list[RunTag]]]:
         tags.append(RunTag("error", _tag_value(result.error)))
     if result.worker:
         tags.append(RunTag("worker", result.worker))
-    room = MAX_METRICS_PER_BATCH - len(tags)
-    batches = [(chunk, []) for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH)]
-    if len(batches[-1][0]) > room:
-        batches.append(([], []))
-    batches[-1] = (batches[-1][0], tags)
-    return batches
+    return metrics, tags
+
+
+def trial_params(trial) -> list[Param]:
+    """A trial's config as MLflow params."""
+    return [Param(k, _tag_value(v)) for k, v in sorted(trial.config.items())]
 
 
 def _tag_value(value: Any) -> str:
@@ -199,6 +232,7 @@ class SweepStore:
         db = sqlite_path(tracking_uri)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
+            use_write_ahead_log(db)
             if artifact_location is None:
                 self._artifact_location = (db.resolve().parent / "mlartifacts").as_uri()
         if urlparse(tracking_uri).scheme in ("http", "https"):
@@ -295,8 +329,14 @@ class SweepStore:
     def finished_trial_keys(self, parent_run_id: str) -> set[str]:
         return {r.trial_key for r in self.trial_records(parent_run_id) if r.run_status == "FINISHED"}
 
-    def start_trials(self, parent_run_id: str, trials: Iterable, existing: list[TrialRecord] | None = None) -> dict[str, str]:
-        """Child run ids by trial key, RUNNING: a trial's unfinished run is reused, never duplicated."""
+    def start_trials(
+        self, parent_run_id: str, trials: Iterable, existing: list[TrialRecord] | None = None, log_params: bool = True
+    ) -> dict[str, str]:
+        """Child run ids by trial key, RUNNING: a trial's unfinished run is reused, never duplicated.
+
+        With `log_params=False` a new run gets its tags only, and the caller passes the trial's
+        params to `finish_trials` instead: one MLflow call fewer for a trial whose result is
+        already at hand."""
         existing = self.trial_records(parent_run_id) if existing is None else existing
         reusable = {r.trial_key: r.run_id for r in existing if r.run_status != "FINISHED"}
         run_ids = {}
@@ -321,12 +361,15 @@ class SweepStore:
             run_id = reusable.get(trial.key)
             if run_id is None:
                 run_id = self._create_trial_run(parent_run_id, trial, tags)
-                params = [Param(k, _tag_value(v)) for k, v in sorted(trial.config.items())]
-                for chunk in _chunks(params, MAX_PARAMS_PER_BATCH):
-                    self.client.log_batch(run_id, params=chunk)
+                if log_params:
+                    for chunk in _chunks(trial_params(trial), MAX_PARAMS_PER_BATCH):
+                        self.client.log_batch(run_id, params=chunk)
             else:
                 self.client.update_run(run_id, status="RUNNING")
-                self.client.log_batch(run_id, tags=[RunTag("status", "running")])
+                # Its params may never have been logged (the run was opened to take them at its end).
+                params = trial_params(trial) if log_params else []
+                for batch in _log_batches(params, [], [RunTag("status", "running")]):
+                    self.client.log_batch(run_id, **batch)
             run_ids[trial.key] = run_id
         return run_ids
 
@@ -376,21 +419,22 @@ class SweepStore:
                 kept.append(record)
         return kept
 
-    def finish_trial(self, run_id: str, result) -> None:
+    def finish_trial(self, run_id: str, result, params: Sequence[Param] = ()) -> None:
         """Log a trial's whole per-epoch history and final tags, then end its run."""
-        self.finish_trials([(run_id, result)])
+        self.finish_trials([(run_id, result, params)])
 
-    def finish_trials(self, finished: Sequence[tuple[str, Any]]) -> None:
-        """End many trials' runs: each run's history and tags in as few log_batch calls as MLflow
-        allows, all runs' batches in flight at once (MLflow's async logging), every one waited for
-        and checked before any run is marked terminated, so a FINISHED run always has its metrics."""
+    def finish_trials(self, finished: Sequence[tuple[str, Any, Sequence[Param]]]) -> None:
+        """End many trials' runs: each run's history, tags and any params not yet logged (logging
+        a param again with its value is a no-op) in as few log_batch calls as MLflow allows, all
+        runs' batches in flight at once (MLflow's async logging), every one waited for and checked
+        before any run is marked terminated, so a FINISHED run always has its metrics."""
         pending = []
-        for run_id, result in finished:
-            for batch in _result_batches(result):
-                pending.append(self.client.log_batch(run_id, metrics=batch[0], tags=batch[1], synchronous=False))
+        for run_id, result, params in finished:
+            for batch in _log_batches(list(params), *_result_entities(result)):
+                pending.append(self.client.log_batch(run_id, **batch, synchronous=False))
         for operation in pending:
             operation.wait()  # raises the MlflowException of a batch that failed
-        for run_id, result in finished:
+        for run_id, result, _ in finished:
             self.client.set_terminated(run_id, status="FINISHED" if result.status == "finished" else "FAILED")
 
     def metric_history(self, run_id: str, keys: Iterable[str]) -> list[dict[str, float]]:
@@ -438,6 +482,7 @@ class TrialRecorder:
         self.parent_run_id = parent_run_id
         self.existing = existing
         self.run_ids: dict[str, str] = {}
+        self._params_pending: dict[str, bool] = {}  # trial key -> params still to log at its end
         self.error: BaseException | None = None
         self.busy_s = 0.0
         self._queue: queue.Queue = queue.Queue()
@@ -479,14 +524,22 @@ class TrialRecorder:
             stop = any(kind == "stop" for kind, _ in items)
 
     def _record(self, items: list[tuple[str, Any]]) -> None:
-        finished: list[tuple[str, Any]] = []
+        # A trial whose start and end arrive together (short trials, a recorder behind) gets its
+        # params with its metrics: three MLflow calls instead of four.
+        ending = {payload[0].key for kind, payload in items if kind == "finish"}
+        finished: list[tuple[str, Any, list[Param]]] = []
         for kind, payload in items:
             if kind == "start":  # a trial's start is queued before its end, so ends can wait for the batch's end
                 # A pack retried after its worker died keeps the runs its first dispatch opened.
                 fresh = [trial for trial in payload if trial.key not in self.run_ids]
-                self.run_ids.update(self.store.start_trials(self.parent_run_id, fresh, self.existing))
+                for log_params in (True, False):
+                    group = [trial for trial in fresh if (trial.key in ending) != log_params]
+                    if group:
+                        self.run_ids.update(self.store.start_trials(self.parent_run_id, group, self.existing, log_params))
+                        self._params_pending.update((trial.key, not log_params) for trial in group)
             elif kind == "finish":
                 trial, result = payload
-                finished.append((self.run_ids[trial.key], result))
+                params = trial_params(trial) if self._params_pending.pop(trial.key, False) else []
+                finished.append((self.run_ids[trial.key], result, params))
         if finished:
             self.store.finish_trials(finished)

@@ -1,0 +1,80 @@
+"""How a trial's record is written: MLflow's batch limits, params logged once, SQLite's mode."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import closing
+
+from mlflow.entities import Metric, Param, RunTag
+
+from orchestrator import load_spec
+from orchestrator.grid import expand_grid
+from orchestrator.pack import TrialResult
+from orchestrator.store import (
+    MAX_ENTITIES_PER_BATCH,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAMS_PER_BATCH,
+    MAX_TAGS_PER_BATCH,
+    SweepStore,
+    TrialRecorder,
+    _log_batches,
+)
+from orchestrator.sweep import open_store
+
+
+def test_log_batches_keep_every_entity_within_mlflow_limits_params_first_tags_last():
+    params = [Param(f"p{i}", "1") for i in range(150)]
+    metrics = [Metric("loss", 1.0, 0, step) for step in range(2100)]
+    tags = [RunTag("status", "finished"), RunTag("attempts", "1")]
+
+    batches = _log_batches(params, metrics, tags)
+
+    for batch in batches:
+        assert len(batch["params"]) <= MAX_PARAMS_PER_BATCH
+        assert len(batch["metrics"]) <= MAX_METRICS_PER_BATCH
+        assert len(batch["tags"]) <= MAX_TAGS_PER_BATCH
+        assert sum(map(len, batch.values())) <= MAX_ENTITIES_PER_BATCH
+    assert [p for b in batches for p in b["params"]] == params
+    assert [m for b in batches for m in b["metrics"]] == metrics
+    assert batches[-1]["tags"] == tags and not any(b["tags"] for b in batches[:-1])
+    assert len(batches) == 3  # 2250 entities: the fewest calls the 1000-entity limit allows
+    assert _log_batches([], [], [tags[0]]) == [{"params": [], "metrics": [], "tags": [tags[0]]}]
+
+
+def test_recorder_logs_each_trials_params_once_whether_its_end_comes_with_its_start_or_later(write_spec, toy_spec):
+    spec = load_spec(write_spec(toy_spec))
+    trials = expand_grid(spec)
+    store = open_store(spec)
+    parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), len(trials))
+    history = [{"epoch": 1, "test_loss": 0.5}]
+
+    # Long trials: started, recorded with their params (visible while they run), then ended.
+    recorder = TrialRecorder(store, parent, existing=[])
+    recorder.started(trials[:3])
+    deadline = time.monotonic() + 60
+    while not (len(running := store.trial_records(parent)) == 3 and all(r.params for r in running)):
+        assert time.monotonic() < deadline, f"started trials not recorded with params: {running}"
+        time.sleep(0.2)
+    for trial in trials[:3]:
+        recorder.finished(trial, TrialResult(trial.key, "finished", history))
+    # Short trials: start and end queued together, params ride with the metrics.
+    recorder.started(trials[3:])
+    for trial in trials[3:]:
+        recorder.finished(trial, TrialResult(trial.key, "finished", history))
+    recorder.close()
+
+    records = {r.trial_key: r for r in store.trial_records(parent)}
+    assert len(records) == len(trials)
+    for trial in trials:
+        record = records[trial.key]
+        assert record.run_status == "FINISHED" and record.metrics["test_loss"] == 0.5
+        assert record.params == {k: v if isinstance(v, str) else json.dumps(v) for k, v in trial.config.items()}
+
+
+def test_a_sqlite_store_is_put_in_write_ahead_log_mode(tmp_path):
+    db = tmp_path / "mlflow.db"
+    SweepStore(f"sqlite:///{db}", "wal").experiment_id  # opens (creates) the store
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
