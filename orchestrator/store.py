@@ -235,7 +235,8 @@ class SweepStore:
             use_write_ahead_log(db)
             if artifact_location is None:
                 self._artifact_location = (db.resolve().parent / "mlartifacts").as_uri()
-        if urlparse(tracking_uri).scheme in ("http", "https"):
+        self.remote = urlparse(tracking_uri).scheme in ("http", "https")
+        if self.remote:
             for name, value in MLFLOW_HTTP_DEFAULTS.items():
                 os.environ.setdefault(name, value)
         self.client = RetryingClient(MlflowClient(tracking_uri=self.tracking_uri), max_outage_s)
@@ -426,12 +427,15 @@ class SweepStore:
     def finish_trials(self, finished: Sequence[tuple[str, Any, Sequence[Param]]]) -> None:
         """End many trials' runs: each run's history, tags and any params not yet logged (logging
         a param again with its value is a no-op) in as few log_batch calls as MLflow allows, all
-        runs' batches in flight at once (MLflow's async logging), every one waited for and checked
-        before any run is marked terminated, so a FINISHED run always has its metrics."""
+        runs' batches in flight at once on a tracking server (MLflow's async logging; an in-process
+        SQLite store is faster called directly), every one waited for and checked before any run is
+        marked terminated, so a FINISHED run always has its metrics."""
         pending = []
         for run_id, result, params in finished:
             for batch in _log_batches(list(params), *_result_entities(result)):
-                pending.append(self.client.log_batch(run_id, **batch, synchronous=False))
+                operation = self.client.log_batch(run_id, **batch, synchronous=not self.remote)
+                if operation is not None:
+                    pending.append(operation)
         for operation in pending:
             operation.wait()  # raises the MlflowException of a batch that failed
         for run_id, result, _ in finished:
@@ -468,13 +472,16 @@ class TrialRecorder:
     """Records trials off the scheduler's hot path: one background thread starts and ends runs.
 
     `started(pack)` and `finished(trial, result)` only enqueue and return at once; the thread takes
-    whatever has queued up, in order (a trial's start always precedes its end), and records it with
-    `start_trials` and one `finish_trials` call for all results that arrived meanwhile. `close()`
+    whatever queues up within `window_s` of the first item, in order (a trial's start always
+    precedes its end), and records it with `start_trials` and one `finish_trials` call for all
+    results that arrived meanwhile; a trial that ends within the window costs one call less. `close()`
     drains the queue and raises the first error the thread met; `error` lets the caller stop early.
     `busy_s` is the wall time spent in MLflow calls (seconds), to see where time goes.
     """
 
-    def __init__(self, store: SweepStore, parent_run_id: str, existing: list[TrialRecord] | None = None):
+    def __init__(
+        self, store: SweepStore, parent_run_id: str, existing: list[TrialRecord] | None = None, window_s: float = 0.25
+    ):
         import queue
         import threading
 
@@ -485,6 +492,7 @@ class TrialRecorder:
         self._params_pending: dict[str, bool] = {}  # trial key -> params still to log at its end
         self.error: BaseException | None = None
         self.busy_s = 0.0
+        self.window_s = window_s
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="scalesweep-recorder", daemon=True)
         self._thread.start()
@@ -508,10 +516,12 @@ class TrialRecorder:
 
         stop = False
         while not stop:
+            # Take what arrives within a short window: a short trial's end then comes with its start.
             items = [self._queue.get()]
-            while True:
+            window_end = time.monotonic() + self.window_s
+            while items[-1][0] != "stop":
                 try:
-                    items.append(self._queue.get_nowait())
+                    items.append(self._queue.get(timeout=max(window_end - time.monotonic(), 0)))
                 except queue.Empty:
                     break
             if self.error is None:
