@@ -6,7 +6,8 @@ as `Curve`s (see dashboards.curves), marks as plain numbers, so any fit result c
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Mapping, Sequence
 
 import matplotlib
 
@@ -28,17 +29,37 @@ AXIS_LABELS = {
     "compute_budget": "compute budget C (FLOPs)",
     "width": "hidden width (units)",
     "n_train": "training samples",
-    "test_error": "test error (fraction misclassified)",
-    "train_error": "train error (fraction misclassified)",
-    "test_loss": "test loss (nats)",
-    "train_loss": "train loss (nats)",
     "epoch": "epoch (passes over the training set)",
 }
+METRIC_NAMES = {"test_error": "test error", "train_error": "train error", "test_loss": "test loss", "train_loss": "train loss"}
+# What the standard metrics measure unless a workload says otherwise (Workload.metric_units).
+DEFAULT_METRIC_UNITS = {
+    "test_error": "fraction misclassified",
+    "train_error": "fraction misclassified",
+    "test_loss": "nats",
+    "train_loss": "nats",
+}
+_metric_units = dict(DEFAULT_METRIC_UNITS)
 FIGSIZE = (7.5, 4.8)
 
 
 def label(column: str) -> str:
+    if column in METRIC_NAMES:
+        return f"{METRIC_NAMES[column]} ({_metric_units[column]})"
     return AXIS_LABELS.get(column, column)
+
+
+@contextmanager
+def metric_units(units: Mapping[str, str] | None) -> Iterator[None]:
+    """Label the standard metrics in `units` (a workload's, e.g. test_loss: 'bits per byte') while
+    drawing one sweep's figures; the defaults are back afterwards."""
+    saved = dict(_metric_units)
+    _metric_units.update(units or {})
+    try:
+        yield
+    finally:
+        _metric_units.clear()
+        _metric_units.update(saved)
 
 
 def si(value: float) -> str:

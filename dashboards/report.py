@@ -65,6 +65,7 @@ def write_report(
     metric: str = "test_error",
     train_metric: str = "train_error",
     data_unit: str = "samples",
+    metric_units: Mapping[str, str] | None = None,
     interpolation_tol: float = 0.01,
     formats: Sequence[str] = ("png",),
 ) -> list[Path]:
@@ -72,12 +73,22 @@ def write_report(
 
     trials: one row per finished trial (orchestrator.results.load_trials); history: one row per
     trial x epoch (load_history), for the epoch heatmap; fits: PowerLawFit-like results labelled
-    '<data_col>=<value>'; data_unit: what D counts ('samples' or 'tokens'), for axis labels.
+    '<data_col>=<value>'; data_unit: what D counts ('samples' or 'tokens'), metric_units: what each
+    metric measures (e.g. {'test_loss': 'bits per byte'}), both for axis labels.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if trials.empty or metric not in trials:
         raise ValueError(f"no finished trials with metric {metric!r} to report on")
+    with plots.metric_units(metric_units):
+        return _write_report(
+            trials, fits, out, title, history, compute, size_col, data_col, metric, train_metric, data_unit, interpolation_tol, formats
+        )
+
+
+def _write_report(
+    trials, fits, out, title, history, compute, size_col, data_col, metric, train_metric, data_unit, interpolation_tol, formats
+) -> list[Path]:
     data_label = f"data size D (training {data_unit})"
     train_col = train_metric if train_metric in trials else None
     markers = markers_by_group(trials, size_col, data_col, metric, train_metric, interpolation_tol) if train_col else {}

@@ -320,6 +320,7 @@ def report_sweep(spec: SweepSpec, out_dir: str | Path, n_boot: int = 200, format
         history=history,
         compute=compute,
         data_unit=workload.data_unit,
+        metric_units=workload.metric_units,
         formats=formats,
     )
     store.log_artifacts(parent, out_dir, "report")

@@ -171,6 +171,16 @@ def test_write_report_writes_every_picture_one_offline_page_and_the_fits(tmp_pat
     assert saved[0]["params"]["alpha"] == pytest.approx(fits[0].params["alpha"])
 
 
+def test_report_labels_metrics_in_the_workloads_units(tmp_path, trials, compute):
+    from workloads.tiny_lm import TinyLM
+
+    write_report(trials, [], tmp_path, SWEEP, compute=compute, formats=(), metric_units=TinyLM.metric_units)
+    page = (tmp_path / "report.html").read_text()
+    assert "test loss (bits per byte)" in page and "fraction of bytes mispredicted" in page
+    assert "(nats)" not in page and "fraction misclassified" not in page
+    assert plots.label("test_loss") == "test loss (nats)"  # the defaults are back for the next report
+
+
 def test_report_without_history_or_budgets_draws_the_rest(tmp_path, trials):
     written = write_report(trials, [], tmp_path, SWEEP, formats=("svg",))
     assert {p.name for p in written} == {"heatmap.svg", "curves.svg", "scaling.svg", "report.html", "fits.json"}

@@ -102,12 +102,15 @@ class Workload(ABC):
     model_size_param / data_size_param: the config fields that set model and data size; reports
     use them for axes.
     data_unit: what D counts ('samples' or 'tokens'), for axis labels.
+    metric_units: what the reported metrics measure, where not the default (losses in nats, errors
+    as the fraction misclassified), e.g. {'test_loss': 'bits per byte'}; for axis labels.
     """
 
     Config: ClassVar[type[BaseModel]]
     model_size_param: ClassVar[str]
     data_size_param: ClassVar[str]
     data_unit: ClassVar[str] = "samples"
+    metric_units: ClassVar[dict[str, str]] = {}
 
     def validate_config(self, config: dict[str, Any]) -> BaseModel:
         return self.Config.model_validate(config)

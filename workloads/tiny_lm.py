@@ -305,6 +305,12 @@ class TinyLM(Workload):
     model_size_param = "d_model"
     data_size_param = "n_tokens"
     data_unit = "tokens"
+    metric_units = {
+        "test_loss": "bits per byte",
+        "train_loss": "bits per byte",
+        "test_error": "fraction of bytes mispredicted",
+        "train_error": "fraction of bytes mispredicted",
+    }
 
     def size(self, config: TinyLMConfig) -> TrialSize:
         return trial_size(config)
