@@ -105,24 +105,30 @@ def grid_cell(rows: pd.DataFrame, planned: int, metric: str) -> str:
     missing = planned - len(rows)
     if missing > 0:
         text += f" [dim]·{missing if missing > 1 else ''}[/dim]"
-    return text.strip() or "[dim]·[/dim]"
+    if planned == 0:
+        return ""  # an IsoFLOP grid plans only some (N, D) pairs: nothing to wait for here
+    return text.strip() or "[dim]-[/dim]"  # finished without this metric
 
 
 def grid_table(grid: pd.DataFrame, trials: pd.DataFrame, metric: str, title: str, size_col="n_params", data_col="n_samples") -> Table:
     """Data size (rows) x model size (columns): seed-mean `metric` of finished trials per cell;
-    … running, ✗ failed, ∞ diverged, · not started (with a count when more than one)."""
+    … running, ✗ failed, ∞ diverged, · not started (with a count when more than one), blank where
+    the grid plans no trial (an IsoFLOP sweep's (N, D) pairs lie on a few diagonals)."""
+    sizes = sorted(grid[size_col].unique())
+    data_sizes = sorted(grid[data_col].unique())
+    sparse = len(grid[[size_col, data_col]].drop_duplicates()) < len(sizes) * len(data_sizes)
     table = Table(
         title=title,
         title_justify="left",
-        caption="rows: data size D, columns: model size N (parameters); … running  ✗ failed  ∞ diverged  · not started",
+        caption="rows: data size D, columns: model size N (parameters); … running  ✗ failed  ∞ diverged  · not started"
+        + ("  blank: no trial planned" if sparse else ""),
         caption_justify="left",
     )
-    sizes = sorted(grid[size_col].unique())
     table.add_column("D \\ N", style="bold", justify="right")
     for n in sizes:
         table.add_column(si(n), justify="right")
     recorded = trials.set_index("trial_key") if not trials.empty else None
-    for d in sorted(grid[data_col].unique()):
+    for d in data_sizes:
         cells = []
         for n in sizes:
             keys = grid.loc[(grid[size_col] == n) & (grid[data_col] == d), "trial_key"]

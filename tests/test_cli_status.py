@@ -196,3 +196,21 @@ def test_status_after_the_driver_died_shows_what_mlflow_holds(write_spec, toy_sp
     assert "6 trials: 1 finished, 2 running, 3 pending" in result.output
     assert "last activity" in result.output
     assert "0.300" in result.output  # the finished trial's final test error, in its grid cell
+
+
+def test_grid_table_leaves_pairs_an_isoflop_grid_never_plans_blank():
+    """Two budgets on two diagonals of a 3 x 3 (N, D) grid: unplanned cells are blank, not 'not started'."""
+    import pandas as pd
+    from rich.console import Console
+
+    from orchestrator.progress import grid_table
+
+    pairs = [(1e3, 1e6), (1e4, 1e5), (1e4, 1e6), (1e5, 1e5)]
+    grid = pd.DataFrame({"trial_key": list("abcd"), "n_params": [n for n, _ in pairs], "n_samples": [d for _, d in pairs]})
+    trials = pd.DataFrame({"trial_key": ["a", "b"], "status": ["finished", "running"], "test_loss": [2.5, None]})
+    console = Console(record=True, width=120)
+    console.print(grid_table(grid, trials, "test_loss", "budgets"))
+    text = console.export_text()
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]] for line in text.splitlines() if line.startswith("│")}
+    assert rows == {"100k": ["", "…", "·"], "1M": ["2.500", "·", ""]}
+    assert "blank: no trial" in text  # the caption says so (wrapped to the table width)
