@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections import deque
 from typing import Callable, Sequence
 
@@ -95,13 +96,15 @@ def worker_slots(resources: Resources, gpus: float, cap: int | None) -> int:
 
 
 class Scheduler:
-    """Runs packs on a pool of long-lived workers, replacing workers that die."""
+    """Runs packs on a pool of long-lived workers, replacing workers that die and adding workers
+    when nodes join the cluster (checked every `grow_every_s` while packs wait)."""
 
-    def __init__(self, workload_ref: str, resources: Resources, execution: Execution):
+    def __init__(self, workload_ref: str, resources: Resources, execution: Execution, grow_every_s: float = 5.0):
         self.workload_ref = workload_ref
         self.resources = resources
         self.execution = execution
         self.gpus = trial_gpus(resources)
+        self.grow_every_s = grow_every_s
         self.workers: list = []
 
     @property
@@ -125,14 +128,26 @@ class Scheduler:
         pack's results arrive (and for a pack given up after max_retries lost workers).
         """
         queue = deque((list(pack), 1) for pack in packs if pack)
-        n_workers = min(worker_slots(self.resources, self.gpus, self.execution.max_workers), len(queue))
-        idle = [self._new_worker() for _ in range(n_workers)]
-        self.workers = list(idle)
+        idle: list = []
         inflight: dict = {}
-        # Replacements join `idle` only once started: after a node is lost the survivors' idle
-        # workers may hold every slot, and a pack sent to a worker that cannot be placed waits forever.
+        # Workers join `idle` only once started: after a node is lost the survivors' idle workers
+        # may hold every slot, and a pack sent to a worker that cannot be placed waits forever.
         starting: dict = {}
         results: list[TrialResult] = []
+
+        def add_workers(n: int) -> None:
+            for _ in range(n):
+                worker = self._new_worker()
+                self.workers.append(worker)
+                starting[worker.pid.remote()] = worker
+
+        def grow() -> None:
+            """Start workers for the packs that wait, up to what the cluster holds now."""
+            wanted = min(self.n_slots, len(queue) + len(inflight))
+            add_workers(max(wanted - len(self.workers), 0))
+
+        grow()
+        next_growth = time.monotonic() + self.grow_every_s
 
         def record(pack: list[Trial], pack_results: list[TrialResult], attempt: int) -> None:
             for trial, result in zip(pack, pack_results):
@@ -147,6 +162,9 @@ class Scheduler:
                     worker = idle.pop()
                     on_dispatch(pack)
                     inflight[worker.run_pack.remote(pack)] = (worker, pack, attempt)
+                if queue and time.monotonic() >= next_growth:
+                    grow()  # nodes may have joined (an autoscaler, `ray start` on a new machine)
+                    next_growth = time.monotonic() + self.grow_every_s
                 if queue and not (idle or inflight or starting):
                     reason = "no worker could be started"
                     while queue:
@@ -171,9 +189,7 @@ class Scheduler:
                         # The worker or its node died: replace the worker, give the pack another go.
                         ray.kill(worker, no_restart=True)
                         self.workers.remove(worker)
-                        replacement = self._new_worker()
-                        self.workers.append(replacement)
-                        starting[replacement.pid.remote()] = replacement
+                        add_workers(1)
                         if attempt <= self.execution.max_retries:
                             queue.appendleft((pack, attempt + 1))
                         else:

@@ -1,8 +1,9 @@
-"""A 3-node local Ray cluster in a process of its own, driven by a test over stdin/stdout.
+"""A local Ray cluster of 1-CPU nodes in a process of its own, driven by a test over stdin/stdout.
 
-Run as `python -m tests.ray_cluster_harness`. It prints one JSON line {"address", "nodes"} once the
-cluster is up, then answers commands, one per line:
+Run as `python -m tests.ray_cluster_harness [N_NODES]` (default 3), or through `ClusterHarness`. It
+prints one JSON line {"address", "nodes"} once the cluster is up, then answers commands, one per line:
   remove PID [PID ...]  remove the first non-head node running one of these worker pids
+  add                   add a node; answers {"added": node_id}
   quit                  shut the cluster down and exit
 
 The cluster lives outside the test process so its Ray state never meets the session's `ray.init`.
@@ -11,7 +12,10 @@ The cluster lives outside the test process so its Ray state never meets the sess
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psutil
 from ray._private import ray_constants
@@ -41,9 +45,52 @@ def say(data: dict) -> None:
     print(json.dumps(data), flush=True)
 
 
+class ClusterHarness:
+    """The harness as a subprocess: `with ClusterHarness(log, n_nodes) as cluster:`, then
+    `cluster.info["address"]` and `cluster.ask("add")`."""
+
+    def __init__(self, log_path: Path, n_nodes: int = 3, start_timeout_s: float = 120):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.ray_cluster_harness", str(n_nodes)],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(log_path, "w"), text=True,
+        )  # fmt: skip
+        self._reader = ThreadPoolExecutor(1)
+        try:
+            self.info = self._reply(start_timeout_s)
+        except BaseException:
+            self.close()
+            raise
+
+    def _reply(self, timeout_s: float) -> dict:
+        return json.loads(self._reader.submit(self.process.stdout.readline).result(timeout=timeout_s))
+
+    def ask(self, command: str, timeout_s: float = 60) -> dict:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._reply(timeout_s)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write("quit\n")
+                self.process.stdin.flush()
+                self.process.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+        self._reader.shutdown(wait=False)
+
+    def __enter__(self) -> ClusterHarness:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def main() -> None:
+    n_nodes = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     cluster = Cluster(initialize_head=True, head_node_args=NODE_ARGS)
-    for _ in range(2):
+    for _ in range(n_nodes - 1):
         cluster.add_node(**NODE_ARGS)
     cluster.wait_for_nodes()
     say({"address": cluster.address, "nodes": [n.node_id for n in cluster.list_all_nodes()]})
@@ -59,6 +106,10 @@ def main() -> None:
                 if node is not None:
                     cluster.remove_node(node, allow_graceful=False)
                 say({"removed": node.node_id if node is not None else None})
+            if command == "add":
+                node = cluster.add_node(**NODE_ARGS)
+                cluster.wait_for_nodes()
+                say({"added": node.node_id})
     finally:
         cluster.shutdown()
 

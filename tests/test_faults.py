@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -32,6 +31,7 @@ from orchestrator.grid import expand_grid
 from orchestrator.scheduler import run_trial
 from orchestrator.spec import parse_spec
 from tests.conftest import REPO, free_port
+from tests.ray_cluster_harness import ClusterHarness
 from tests.toy_workloads import PowerLawToy
 from workloads.api import STANDARD_METRICS
 
@@ -174,41 +174,25 @@ def test_removed_node_trials_run_on_the_other_nodes(write_spec, tmp_path):
     hold = tmp_path / "hold"  # every trial waits at its start until the node is gone
     hold.touch()
     path = write_spec(toy_body(pid_dir, n=[10, 100, 1000], epochs=4, sleep_s=0.3, hold_while_exists=str(hold)))
-    harness = subprocess.Popen(
-        [sys.executable, "-m", "tests.ray_cluster_harness"],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(tmp_path / "cluster.log", "w"), text=True,
-    )  # fmt: skip
-    reader = ThreadPoolExecutor(1)
-
-    def reply(timeout_s: float) -> dict:
-        return json.loads(reader.submit(harness.stdout.readline).result(timeout=timeout_s))
-
     driver = None
-    try:
-        cluster = reply(120)
-        assert len(cluster["nodes"]) == 3
-        driver_log = tmp_path / "driver.log"
-        driver = subprocess.Popen(
-            cli_command("run", str(path), "--address", cluster["address"], "--no-progress"),
-            cwd=REPO, stdout=open(driver_log, "w"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        pids = wait_for(lambda: len(read_pids(pid_dir)) == 3 and read_pids(pid_dir), 90, "3 trials on 3 nodes")
-        harness.stdin.write("remove " + " ".join(map(str, pids.values())) + "\n")
-        harness.stdin.flush()
-        removed = reply(60)["removed"]
-        assert removed is not None, "no trial was running on a worker node"
-        hold.unlink()
+    with ClusterHarness(tmp_path / "cluster.log") as cluster:
+        try:
+            assert len(cluster.info["nodes"]) == 3
+            driver_log = tmp_path / "driver.log"
+            driver = subprocess.Popen(
+                cli_command("run", str(path), "--address", cluster.info["address"], "--no-progress"),
+                cwd=REPO, stdout=open(driver_log, "w"), stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            pids = wait_for(lambda: len(read_pids(pid_dir)) == 3 and read_pids(pid_dir), 90, "3 trials on 3 nodes")
+            removed = cluster.ask("remove " + " ".join(map(str, pids.values())))["removed"]
+            assert removed is not None, "no trial was running on a worker node"
+            hold.unlink()
 
-        driver.wait(timeout=180)
-        assert driver.returncode == 0, driver_log.read_text()
-    finally:
-        if driver is not None and driver.poll() is None:
-            driver.kill()
-        if harness.poll() is None:
-            harness.stdin.write("quit\n")
-            harness.stdin.flush()
-            harness.wait(timeout=60)
-        reader.shutdown(wait=False)
+            driver.wait(timeout=180)
+            assert driver.returncode == 0, driver_log.read_text()
+        finally:
+            if driver is not None and driver.poll() is None:
+                driver.kill()
 
     runs = assert_each_trial_finished_once(path, epochs=4)
     retried = [run for run in runs.values() if run.data.tags["attempts"] == "2"]
