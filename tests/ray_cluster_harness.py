@@ -22,6 +22,7 @@ from ray._private import ray_constants
 from ray.cluster_utils import Cluster
 
 NODE_ARGS = {"num_cpus": 1, "include_dashboard": False}
+REPO = Path(__file__).resolve().parent.parent
 
 
 def raylet_pid(node) -> int:
@@ -47,12 +48,13 @@ def say(data: dict) -> None:
 
 class ClusterHarness:
     """The harness as a subprocess: `with ClusterHarness(log, n_nodes) as cluster:`, then
-    `cluster.info["address"]` and `cluster.ask("add")`."""
+    `cluster.info["address"]`, `cluster.ask("add")`, and a `scalesweep run` driver joined to it."""
 
     def __init__(self, log_path: Path, n_nodes: int = 3, start_timeout_s: float = 120):
+        self.driver: subprocess.Popen | None = None
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.ray_cluster_harness", str(n_nodes)],
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=REPO,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(log_path, "w"), text=True,
         )  # fmt: skip
         self._reader = ThreadPoolExecutor(1)
@@ -70,7 +72,21 @@ class ClusterHarness:
         self.process.stdin.flush()
         return self._reply(timeout_s)
 
+    def start_driver(self, spec_path: Path, log_path: Path) -> subprocess.Popen:
+        """`scalesweep run SPEC --address <this cluster>` in a subprocess, its output in log_path."""
+        command = [sys.executable, "-m", "orchestrator.cli", "run", str(spec_path), "--address", self.info["address"], "--no-progress"]
+        self._driver_log = log_path
+        self.driver = subprocess.Popen(command, cwd=REPO, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+        return self.driver
+
+    def wait_driver(self, timeout_s: float) -> None:
+        """Wait for the driver to end; it must exit 0."""
+        self.driver.wait(timeout=timeout_s)
+        assert self.driver.returncode == 0, self._driver_log.read_text()
+
     def close(self) -> None:
+        if self.driver is not None and self.driver.poll() is None:
+            self.driver.kill()
         if self.process.poll() is None:
             try:
                 self.process.stdin.write("quit\n")

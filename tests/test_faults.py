@@ -174,25 +174,14 @@ def test_removed_node_trials_run_on_the_other_nodes(write_spec, tmp_path):
     hold = tmp_path / "hold"  # every trial waits at its start until the node is gone
     hold.touch()
     path = write_spec(toy_body(pid_dir, n=[10, 100, 1000], epochs=4, sleep_s=0.3, hold_while_exists=str(hold)))
-    driver = None
     with ClusterHarness(tmp_path / "cluster.log") as cluster:
-        try:
-            assert len(cluster.info["nodes"]) == 3
-            driver_log = tmp_path / "driver.log"
-            driver = subprocess.Popen(
-                cli_command("run", str(path), "--address", cluster.info["address"], "--no-progress"),
-                cwd=REPO, stdout=open(driver_log, "w"), stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            pids = wait_for(lambda: len(read_pids(pid_dir)) == 3 and read_pids(pid_dir), 90, "3 trials on 3 nodes")
-            removed = cluster.ask("remove " + " ".join(map(str, pids.values())))["removed"]
-            assert removed is not None, "no trial was running on a worker node"
-            hold.unlink()
-
-            driver.wait(timeout=180)
-            assert driver.returncode == 0, driver_log.read_text()
-        finally:
-            if driver is not None and driver.poll() is None:
-                driver.kill()
+        assert len(cluster.info["nodes"]) == 3
+        cluster.start_driver(path, tmp_path / "driver.log")
+        pids = wait_for(lambda: len(read_pids(pid_dir)) == 3 and read_pids(pid_dir), 90, "3 trials on 3 nodes")
+        removed = cluster.ask("remove " + " ".join(map(str, pids.values())))["removed"]
+        assert removed is not None, "no trial was running on a worker node"
+        hold.unlink()
+        cluster.wait_driver(timeout_s=180)
 
     runs = assert_each_trial_finished_once(path, epochs=4)
     retried = [run for run in runs.values() if run.data.tags["attempts"] == "2"]

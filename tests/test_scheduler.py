@@ -31,34 +31,21 @@ def test_workers_are_reused_across_packs_and_results_arrive_per_pack(ray_local):
 
 def test_a_node_that_joins_mid_sweep_gets_workers(write_spec, tmp_path):
     """A one-node cluster (1 CPU) runs one trial at a time until a second node joins; then two."""
-    import subprocess
-
-    from tests.conftest import REPO
     from tests.ray_cluster_harness import ClusterHarness
-    from tests.test_faults import assert_each_trial_finished_once, cli_command, read_pids, toy_body, wait_for
+    from tests.test_faults import assert_each_trial_finished_once, read_pids, toy_body, wait_for
 
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
     hold = tmp_path / "hold"  # every trial waits at its start while this exists
     hold.touch()
     path = write_spec(toy_body(pid_dir, n=[10, 100, 1000], epochs=2, sleep_s=0.1, hold_while_exists=str(hold)))
-    driver = None
     with ClusterHarness(tmp_path / "cluster.log", n_nodes=1) as cluster:
-        try:
-            driver_log = tmp_path / "driver.log"
-            driver = subprocess.Popen(
-                cli_command("run", str(path), "--address", cluster.info["address"], "--no-progress"),
-                cwd=REPO, stdout=open(driver_log, "w"), stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            wait_for(lambda: len(read_pids(pid_dir)) == 1, 90, "the first trial on the only node")
-            added = cluster.ask("add")["added"]
-            wait_for(lambda: len(read_pids(pid_dir)) == 2, 60, "a second trial on the new node")
-            hold.unlink()
-            driver.wait(timeout=120)
-            assert driver.returncode == 0, driver_log.read_text()
-        finally:
-            if driver is not None and driver.poll() is None:
-                driver.kill()
+        cluster.start_driver(path, tmp_path / "driver.log")
+        wait_for(lambda: len(read_pids(pid_dir)) == 1, 90, "the first trial on the only node")
+        added = cluster.ask("add")["added"]
+        wait_for(lambda: len(read_pids(pid_dir)) == 2, 60, "a second trial on the new node")
+        hold.unlink()
+        cluster.wait_driver(timeout_s=120)
 
     runs = assert_each_trial_finished_once(path, epochs=2)
     nodes = {run.data.tags["worker"].split(":")[0] for run in runs.values()}
