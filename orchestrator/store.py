@@ -468,6 +468,14 @@ def is_terminal(run_status: str) -> bool:
     return RunStatus.is_terminated(RunStatus.from_string(run_status))
 
 
+# Trials whose runs a recorder creates between looks at its queue for trials that have already ended.
+START_CHUNK = 32
+
+
+def _ending_keys(items: list[tuple[str, Any]]) -> set[str]:
+    return {payload[0].key for kind, payload in items if kind == "finish"}
+
+
 class TrialRecorder:
     """Records trials off the scheduler's hot path: one background thread starts and ends runs.
 
@@ -511,6 +519,19 @@ class TrialRecorder:
         if raise_error and self.error is not None:
             raise self.error
 
+    def _take_queued(self, items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """Move what has queued up onto the end of `items` (a big pack's ends can arrive while its
+        starts are still being recorded); return what was moved."""
+        import queue
+
+        taken = []
+        while True:
+            try:
+                taken.append(self._queue.get_nowait())
+            except queue.Empty:
+                items.extend(taken)
+                return taken
+
     def _loop(self) -> None:
         import queue
 
@@ -534,19 +555,25 @@ class TrialRecorder:
             stop = any(kind == "stop" for kind, _ in items)
 
     def _record(self, items: list[tuple[str, Any]]) -> None:
+        """Record `items` in order; takes whatever queues up meanwhile into `items` as well."""
         # A trial whose start and end arrive together (short trials, a recorder behind) gets its
         # params with its metrics: three MLflow calls instead of four.
-        ending = {payload[0].key for kind, payload in items if kind == "finish"}
+        ending = _ending_keys(items)
         finished: list[tuple[str, Any, list[Param]]] = []
-        for kind, payload in items:
+        position = 0
+        while position < len(items):
+            kind, payload = items[position]
+            position += 1
             if kind == "start":  # a trial's start is queued before its end, so ends can wait for the batch's end
                 # A pack retried after its worker died keeps the runs its first dispatch opened.
                 fresh = [trial for trial in payload if trial.key not in self.run_ids]
-                for log_params in (True, False):
-                    group = [trial for trial in fresh if (trial.key in ending) != log_params]
-                    if group:
-                        self.run_ids.update(self.store.start_trials(self.parent_run_id, group, self.existing, log_params))
-                        self._params_pending.update((trial.key, not log_params) for trial in group)
+                for chunk in _chunks(fresh, START_CHUNK):
+                    ending |= _ending_keys(self._take_queued(items))
+                    for log_params in (True, False):
+                        group = [trial for trial in chunk if (trial.key in ending) != log_params]
+                        if group:
+                            self.run_ids.update(self.store.start_trials(self.parent_run_id, group, self.existing, log_params))
+                            self._params_pending.update((trial.key, not log_params) for trial in group)
             elif kind == "finish":
                 trial, result = payload
                 params = trial_params(trial) if self._params_pending.pop(trial.key, False) else []
