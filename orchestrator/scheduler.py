@@ -20,7 +20,7 @@ from ray.exceptions import RayError
 
 from orchestrator.grid import Trial
 from orchestrator.pack import TrialResult, device_memory_budget, run_pack, run_trial  # noqa: F401 (re-exported)
-from orchestrator.spec import Execution, Resources
+from orchestrator.spec import Execution, Resources, SpecError
 
 LOCAL_HOST = "127.0.0.1"
 
@@ -76,6 +76,29 @@ class TrialWorker:
         for result in results:
             result.worker = self.name
         return results
+
+
+def check_fits_locally(resources: Resources, num_cpus: int | None) -> None:
+    """A new local Ray never grows, so a worker it cannot hold would wait forever: refuse the spec
+    first, naming the field. (A cluster joined by address, or the Ray this process is already
+    connected to, may add nodes; neither is checked.)"""
+    if ray.is_initialized():
+        return
+    cpus = num_cpus or os.cpu_count() or 1
+    if resources.cpu > cpus:
+        raise SpecError(
+            f"resources_per_trial.cpu: {resources.cpu:g} CPUs per worker, but the local Ray has {cpus}; "
+            "ask for fewer, or run on a cluster with --address"
+        )
+    if resources.gpu != "auto" and resources.gpu > 0:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if resources.gpu > gpus:
+            raise SpecError(
+                f"resources_per_trial.gpu: {resources.gpu:g} GPUs per worker, but torch sees {gpus} on this machine; "
+                "use gpu: auto (GPUs when there are any) or 0, or run on a cluster with --address"
+            )
 
 
 def trial_gpus(resources: Resources) -> float:

@@ -99,13 +99,15 @@ def run_sweep(
     """Run every trial of the spec that has no FINISHED run yet, on Ray, recording to MLflow."""
     from orchestrator.pack import make_packs, uses_packs
     from orchestrator.progress import SweepProgress
-    from orchestrator.scheduler import Scheduler, connect
+    from orchestrator.scheduler import Scheduler, check_fits_locally, connect
 
     started = time.perf_counter()
     check_grid_size(spec, confirmed)
     workload = load_workload(spec)
     trials = expand_grid(spec, workload)  # validates every trial config before anything launches
     uses_packs(workload, spec.execution.mode)  # mode 'pack' on a workload that cannot pack is bad input
+    if address is None:
+        check_fits_locally(spec.resources_per_trial, num_cpus)
     store = open_store(spec)
     parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), len(trials))
     existing = store.prepare_resume(store.trial_records(parent))  # what a dead driver left; never duplicated

@@ -162,6 +162,8 @@ MALFORMED_FILES = [
     ("tracking-negative-outage.yaml", TOY_HEAD + GOOD_AXES + "tracking: {uri: '$uri', max_outage_s: -1}\n", "tracking.max_outage_s: Input should be greater than 0"),
     ("negative-cpu.yaml", TOY_HEAD + GOOD_TAIL + "resources_per_trial: {cpu: -1}\n", "resources_per_trial.cpu: Input should be greater than 0"),
     ("gpu-word.yaml", TOY_HEAD + GOOD_TAIL + "resources_per_trial: {gpu: lots}\n", "resources_per_trial.gpu"),
+    ("more-cpus-than-the-machine.yaml", TOY_HEAD + GOOD_TAIL + "resources_per_trial: {cpu: 4096}\n", "resources_per_trial.cpu: 4096 CPUs per worker, but the local Ray has"),
+    ("more-gpus-than-the-machine.yaml", TOY_HEAD + GOOD_TAIL + "resources_per_trial: {gpu: 64}\n", "resources_per_trial.gpu: 64 GPUs per worker, but torch sees"),
     ("negative-retries.yaml", TOY_HEAD + GOOD_TAIL + "execution: {max_retries: -1}\n", "execution.max_retries: Input should be greater than or equal to 0"),
     ("unknown-mode.yaml", TOY_HEAD + GOOD_TAIL + "execution: {mode: fast}\n", "execution.mode: Input should be 'auto', 'pack' or 'single'"),
     ("huge-grid.yaml", TOY_HEAD + "axes: {n: [" + ", ".join(map(str, range(1, 101))) + "], d: [" + ", ".join(map(str, range(1, 101))) + "]}\n" + TRACKING, "axes: the grid has 10000 trials, more than execution.max_trials=5000; confirm with --yes"),
@@ -176,12 +178,13 @@ def experiment_names(uri: str) -> set[str]:
 
 @pytest.fixture
 def launches(monkeypatch) -> list[str]:
-    """Records any attempt to start or join Ray during the test."""
+    """Records any attempt to start or join Ray during the test, which sees no Ray started before it."""
     import ray
 
     import orchestrator.scheduler
 
     calls: list[str] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(orchestrator.scheduler, "connect", lambda *a, **k: calls.append("connect"))
     monkeypatch.setattr(ray, "init", lambda *a, **k: calls.append("ray.init"))
     return calls
