@@ -468,7 +468,8 @@ def is_terminal(run_status: str) -> bool:
     return RunStatus.is_terminated(RunStatus.from_string(run_status))
 
 
-# Trials whose runs a recorder creates between looks at its queue for trials that have already ended.
+# Trials whose runs a recorder creates between looks at its queue for trials that have already
+# ended, and how many ended trials it holds before recording them while more keep arriving.
 START_CHUNK = 32
 
 
@@ -565,6 +566,9 @@ class TrialRecorder:
             kind, payload = items[position]
             position += 1
             if kind == "start":  # a trial's start is queued before its end, so ends can wait for the batch's end
+                if len(finished) >= START_CHUNK:  # while trials keep coming, end runs as we go
+                    self.store.finish_trials(finished)
+                    finished = []
                 # A pack retried after its worker died keeps the runs its first dispatch opened.
                 fresh = [trial for trial in payload if trial.key not in self.run_ids]
                 for chunk in _chunks(fresh, START_CHUNK):

@@ -78,3 +78,41 @@ def test_a_sqlite_store_is_put_in_write_ahead_log_mode(tmp_path):
     SweepStore(f"sqlite:///{db}", "wal").experiment_id  # opens (creates) the store
     with closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+class SlowStore:
+    """Stands in for SweepStore to observe how the recorder groups its calls (each call sleeps, as
+    a busy tracking store would); MLflow itself is exercised by the tests above."""
+
+    def __init__(self, seconds_per_trial: float):
+        self.seconds_per_trial = seconds_per_trial
+        self.params_logged: list[str] = []
+        self.finish_batches: list[list[str]] = []
+
+    def start_trials(self, parent_run_id, trials, existing, log_params):
+        time.sleep(self.seconds_per_trial * len(trials))
+        if log_params:
+            self.params_logged += [t.key for t in trials]
+        return {t.key: f"run-{t.key}" for t in trials}
+
+    def finish_trials(self, finished):
+        time.sleep(self.seconds_per_trial * len(finished))
+        self.finish_batches.append([run_id for run_id, _, _ in finished])
+        self.params_logged += [run_id.removeprefix("run-") for run_id, _, params in finished if params]
+
+
+def test_recorder_behind_a_stream_of_short_trials_ends_runs_as_it_goes_and_logs_params_once(toy_spec):
+    from orchestrator import parse_spec
+
+    trials = expand_grid(parse_spec({**toy_spec, "name": "stream", "axes": {"n": list(range(1, 201)), "d": [100]}}))
+    store = SlowStore(seconds_per_trial=0.002)
+    recorder = TrialRecorder(store, "parent", existing=[], window_s=0.05)
+    for trial in trials:  # one-trial packs that end at once, faster than they are recorded
+        recorder.started([trial])
+        recorder.finished(trial, TrialResult(trial.key, "finished", [{"epoch": 1, "test_loss": 1.0}]))
+    recorder.close()
+
+    ended = [run_id for batch in store.finish_batches for run_id in batch]
+    assert sorted(ended) == sorted(f"run-{t.key}" for t in trials)
+    assert len(store.finish_batches) > 2 and max(map(len, store.finish_batches)) < len(trials) / 2
+    assert sorted(store.params_logged) == sorted(t.key for t in trials)  # each exactly once
