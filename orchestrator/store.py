@@ -18,6 +18,7 @@ import logging
 import os
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ import requests
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+# Calls in flight at once against a tracking server (MLflow's HTTP pool keeps 10 connections).
+SERVER_CONCURRENCY = 8
 
 # MLflow's per-call limits for log_batch.
 MAX_METRICS_PER_BATCH = 1000
@@ -240,6 +244,7 @@ class SweepStore:
             for name, value in MLFLOW_HTTP_DEFAULTS.items():
                 os.environ.setdefault(name, value)
         self.client = RetryingClient(MlflowClient(tracking_uri=self.tracking_uri), max_outage_s)
+        self._pool: ThreadPoolExecutor | None = None
         self._experiment_id: str | None = None
 
     # -- experiment and parent run -------------------------------------------------------------
@@ -340,8 +345,8 @@ class SweepStore:
         already at hand."""
         existing = self.trial_records(parent_run_id) if existing is None else existing
         reusable = {r.trial_key: r.run_id for r in existing if r.run_status != "FINISHED"}
-        run_ids = {}
-        for trial in trials:
+
+        def start(trial) -> str:
             tags = {
                 PARENT_TAG: parent_run_id,
                 ROLE_TAG: "trial",
@@ -371,8 +376,20 @@ class SweepStore:
                 params = trial_params(trial) if log_params else []
                 for batch in _log_batches(params, [], [RunTag("status", "running")]):
                     self.client.log_batch(run_id, **batch)
-            run_ids[trial.key] = run_id
-        return run_ids
+            return run_id
+
+        trials = list(trials)
+        return dict(zip((trial.key for trial in trials), self._map(start, trials)))
+
+    def _map(self, fn, items: list) -> list:
+        """fn over items, results in order: concurrently against a tracking server, whose calls
+        mostly wait on the network (and on a server's several workers); one at a time against an
+        in-process store, whose calls hold the interpreter and SQLite's lock anyway."""
+        if not self.remote or len(items) < 2:
+            return [fn(item) for item in items]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(SERVER_CONCURRENCY, thread_name_prefix="scalesweep-mlflow")
+        return list(self._pool.map(fn, items))
 
     def _create_trial_run(self, parent_run_id: str, trial, tags: dict[str, str]) -> str:
         """Create a trial's child run once, even when a create that is retried had reached the server."""
@@ -438,8 +455,10 @@ class SweepStore:
                     pending.append(operation)
         for operation in pending:
             operation.wait()  # raises the MlflowException of a batch that failed
-        for run_id, result, _ in finished:
-            self.client.set_terminated(run_id, status="FINISHED" if result.status == "finished" else "FAILED")
+        self._map(
+            lambda item: self.client.set_terminated(item[0], status="FINISHED" if item[1].status == "finished" else "FAILED"),
+            list(finished),
+        )
 
     def metric_history(self, run_id: str, keys: Iterable[str]) -> list[dict[str, float]]:
         """Per-epoch rows {'epoch': e, metric: value, ...} of one run."""
@@ -556,31 +575,32 @@ class TrialRecorder:
             stop = any(kind == "stop" for kind, _ in items)
 
     def _record(self, items: list[tuple[str, Any]]) -> None:
-        """Record `items` in order; takes whatever queues up meanwhile into `items` as well."""
+        """Record `items`, and whatever queues up meanwhile (it joins `items`), one round at a time:
+        every start of a round first (a trial's end is queued after its start, never before), so
+        their runs are created together, then its ends."""
         # A trial whose start and end arrive together (short trials, a recorder behind) gets its
         # params with its metrics: three MLflow calls instead of four.
         ending = _ending_keys(items)
         finished: list[tuple[str, Any, list[Param]]] = []
-        position = 0
-        while position < len(items):
-            kind, payload = items[position]
-            position += 1
-            if kind == "start":  # a trial's start is queued before its end, so ends can wait for the batch's end
-                if len(finished) >= START_CHUNK:  # while trials keep coming, end runs as we go
-                    self.store.finish_trials(finished)
-                    finished = []
-                # A pack retried after its worker died keeps the runs its first dispatch opened.
-                fresh = [trial for trial in payload if trial.key not in self.run_ids]
-                for chunk in _chunks(fresh, START_CHUNK):
-                    ending |= _ending_keys(self._take_queued(items))
-                    for log_params in (True, False):
-                        group = [trial for trial in chunk if (trial.key in ending) != log_params]
-                        if group:
-                            self.run_ids.update(self.store.start_trials(self.parent_run_id, group, self.existing, log_params))
-                            self._params_pending.update((trial.key, not log_params) for trial in group)
-            elif kind == "finish":
-                trial, result = payload
-                params = trial_params(trial) if self._params_pending.pop(trial.key, False) else []
-                finished.append((self.run_ids[trial.key], result, params))
+        done = 0
+        while done < len(items):
+            round_, done = items[done:], len(items)
+            # A pack retried after its worker died keeps the runs its first dispatch opened.
+            fresh = {t.key: t for kind, payload in round_ if kind == "start" for t in payload if t.key not in self.run_ids}
+            for chunk in _chunks(list(fresh.values()), START_CHUNK):
+                ending |= _ending_keys(self._take_queued(items))  # a big pack's ends may be in already
+                for log_params in (True, False):
+                    group = [trial for trial in chunk if (trial.key in ending) != log_params]
+                    if group:
+                        self.run_ids.update(self.store.start_trials(self.parent_run_id, group, self.existing, log_params))
+                        self._params_pending.update((trial.key, not log_params) for trial in group)
+            for kind, payload in round_:
+                if kind == "finish":
+                    trial, result = payload
+                    params = trial_params(trial) if self._params_pending.pop(trial.key, False) else []
+                    finished.append((self.run_ids[trial.key], result, params))
+            if len(finished) >= START_CHUNK:  # while trials keep coming, end runs as we go
+                self.store.finish_trials(finished)
+                finished = []
         if finished:
             self.store.finish_trials(finished)

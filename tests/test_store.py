@@ -107,9 +107,10 @@ def test_recorder_behind_a_stream_of_short_trials_ends_runs_as_it_goes_and_logs_
     trials = expand_grid(parse_spec({**toy_spec, "name": "stream", "axes": {"n": list(range(1, 201)), "d": [100]}}))
     store = SlowStore(seconds_per_trial=0.002)
     recorder = TrialRecorder(store, "parent", existing=[], window_s=0.05)
-    for trial in trials:  # one-trial packs that end at once, faster than they are recorded
+    for trial in trials:  # one-trial packs that end at once, a little faster than they are recorded
         recorder.started([trial])
         recorder.finished(trial, TrialResult(trial.key, "finished", [{"epoch": 1, "test_loss": 1.0}]))
+        time.sleep(0.002)
     recorder.close()
 
     ended = [run_id for batch in store.finish_batches for run_id in batch]
