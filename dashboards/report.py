@@ -80,64 +80,56 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     if trials.empty or metric not in trials:
         raise ValueError(f"no finished trials with metric {metric!r} to report on")
-    with plots.metric_units(metric_units):
-        return _write_report(
-            trials, fits, out, title, history, compute, size_col, data_col, metric, train_metric, data_unit, interpolation_tol, formats
+    with plots.metric_units(metric_units):  # the workload's units in every label drawn here
+        data_label = f"data size D (training {data_unit})"
+        train_col = train_metric if train_metric in trials else None
+        markers = markers_by_group(trials, size_col, data_col, metric, train_metric, interpolation_tol) if train_col else {}
+        fit_curves = curves_by_group(fits, data_col)
+        what = plots.label(metric).split(" (")[0]
+        titles = {
+            "heatmap": f"{title}: final {what} over model and data size",
+            "epoch_heatmap": f"{title}: {what} over model size and epoch",
+            "curves": f"{title}: {what} vs model size",
+            "scaling": f"{title}: scaling of {what} with model size",
+            "isoflop": f"{title}: IsoFLOP profiles",
+            "frontier": f"{title}: compute-optimal frontier",
+        }
+
+        static = [
+            ("heatmap", plots.heatmap(trials, size_col, data_col, metric, title=titles["heatmap"], ylabel=data_label)),
+            ("curves", plots.error_vs_size(trials, size_col, metric, data_col, markers, train_col, titles["curves"], group_label="D")),
+            ("scaling", plots.scaling_curves(trials, size_col, metric, data_col, fit_curves, titles["scaling"], group_label="D")),
+        ]
+        figures = [
+            interactive.heatmap_figure(trials, size_col, data_col, metric, titles["heatmap"], ylabel=data_label),
+            interactive.error_vs_size_figure(trials, size_col, metric, data_col, titles["curves"], markers, train_col, group_label="D"),
+            interactive.scaling_figure(trials, size_col, metric, data_col, titles["scaling"], fit_curves, group_label="D"),
+        ]
+        if history is not None and not history.empty and metric in history:
+            static.insert(1, ("epoch_heatmap", plots.epoch_heatmaps(history, size_col, data_col, metric, titles["epoch_heatmap"], group_label="D")))
+            figures.insert(1, interactive.epoch_heatmap_figure(history, size_col, data_col, metric, titles["epoch_heatmap"], group_label="D"))
+        if compute is not None and not compute.trials.empty:
+            c = compute
+            optima = c.optima if c.optima is not None else empirical_optima(c.trials, c.budget_col, size_col, data_col, c.metric)
+            static += [
+                ("isoflop", plots.isoflop_profiles(c.trials, size_col, c.metric, c.budget_col, c.profiles, optima, titles["isoflop"])),
+                ("frontier", plots.compute_frontier(optima, c.budget_col, size_col, data_col, c.n_opt, c.d_opt, titles["frontier"], data_label=data_label)),
+            ]
+            figures += [
+                interactive.isoflop_figure(c.trials, size_col, c.metric, c.budget_col, titles["isoflop"], c.profiles, optima),
+                interactive.frontier_figure(optima, c.budget_col, size_col, data_col, titles["frontier"], c.n_opt, c.d_opt, data_label),
+            ]
+
+        written = [path for stem, fig in static for path in _save(fig, out, stem, formats)]
+        intro = (
+            f"{len(trials)} finished trials; model sizes {si(trials[size_col].min())} to {si(trials[size_col].max())} parameters, "
+            f"data sizes {si(trials[data_col].min())} to {si(trials[data_col].max())} {data_unit}. "
+            f"Dashed vertical lines mark the interpolation threshold (the smallest model whose mean train error is <= {interpolation_tol:g}), "
+            "stars the test-error peak; shaded bands are bootstrap confidence intervals of the fits."
         )
-
-
-def _write_report(
-    trials, fits, out, title, history, compute, size_col, data_col, metric, train_metric, data_unit, interpolation_tol, formats
-) -> list[Path]:
-    data_label = f"data size D (training {data_unit})"
-    train_col = train_metric if train_metric in trials else None
-    markers = markers_by_group(trials, size_col, data_col, metric, train_metric, interpolation_tol) if train_col else {}
-    fit_curves = curves_by_group(fits, data_col)
-    what = plots.label(metric).split(" (")[0]
-    titles = {
-        "heatmap": f"{title}: final {what} over model and data size",
-        "epoch_heatmap": f"{title}: {what} over model size and epoch",
-        "curves": f"{title}: {what} vs model size",
-        "scaling": f"{title}: scaling of {what} with model size",
-        "isoflop": f"{title}: IsoFLOP profiles",
-        "frontier": f"{title}: compute-optimal frontier",
-    }
-
-    static = [
-        ("heatmap", plots.heatmap(trials, size_col, data_col, metric, title=titles["heatmap"], ylabel=data_label)),
-        ("curves", plots.error_vs_size(trials, size_col, metric, data_col, markers, train_col, titles["curves"], group_label="D")),
-        ("scaling", plots.scaling_curves(trials, size_col, metric, data_col, fit_curves, titles["scaling"], group_label="D")),
-    ]
-    figures = [
-        interactive.heatmap_figure(trials, size_col, data_col, metric, titles["heatmap"], ylabel=data_label),
-        interactive.error_vs_size_figure(trials, size_col, metric, data_col, titles["curves"], markers, train_col, group_label="D"),
-        interactive.scaling_figure(trials, size_col, metric, data_col, titles["scaling"], fit_curves, group_label="D"),
-    ]
-    if history is not None and not history.empty and metric in history:
-        static.insert(1, ("epoch_heatmap", plots.epoch_heatmaps(history, size_col, data_col, metric, titles["epoch_heatmap"], group_label="D")))
-        figures.insert(1, interactive.epoch_heatmap_figure(history, size_col, data_col, metric, titles["epoch_heatmap"], group_label="D"))
-    if compute is not None and not compute.trials.empty:
-        c = compute
-        optima = c.optima if c.optima is not None else empirical_optima(c.trials, c.budget_col, size_col, data_col, c.metric)
-        static += [
-            ("isoflop", plots.isoflop_profiles(c.trials, size_col, c.metric, c.budget_col, c.profiles, optima, titles["isoflop"])),
-            ("frontier", plots.compute_frontier(optima, c.budget_col, size_col, data_col, c.n_opt, c.d_opt, titles["frontier"], data_label=data_label)),
-        ]
-        figures += [
-            interactive.isoflop_figure(c.trials, size_col, c.metric, c.budget_col, titles["isoflop"], c.profiles, optima),
-            interactive.frontier_figure(optima, c.budget_col, size_col, data_col, titles["frontier"], c.n_opt, c.d_opt, data_label),
-        ]
-
-    written = [path for stem, fig in static for path in _save(fig, out, stem, formats)]
-    intro = (
-        f"{len(trials)} finished trials; model sizes {si(trials[size_col].min())} to {si(trials[size_col].max())} parameters, "
-        f"data sizes {si(trials[data_col].min())} to {si(trials[data_col].max())} {data_unit}. "
-        f"Dashed vertical lines mark the interpolation threshold (the smallest model whose mean train error is <= {interpolation_tol:g}), "
-        "stars the test-error peak; shaded bands are bootstrap confidence intervals of the fits."
-    )
-    summaries = "\n\n".join(f.summary() for f in fits)
-    written.append(interactive.write_html(figures, out / "report.html", title, intro=intro, appendix=summaries))
-    fits_json = out / "fits.json"
-    fits_json.write_text(json.dumps([f.to_dict() for f in fits], indent=2))
-    written.append(fits_json)
-    return written
+        summaries = "\n\n".join(f.summary() for f in fits)
+        written.append(interactive.write_html(figures, out / "report.html", title, intro=intro, appendix=summaries))
+        fits_json = out / "fits.json"
+        fits_json.write_text(json.dumps([f.to_dict() for f in fits], indent=2))
+        written.append(fits_json)
+        return written
