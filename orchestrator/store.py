@@ -364,17 +364,17 @@ class SweepStore:
                 "compute_budget": trial.compute_budget,
             }
             tags.update({name: str(value) for name, value in optional.items() if value is not None})
+            params = trial_params(trial) if log_params else []
             run_id = reusable.get(trial.key)
             if run_id is None:
                 run_id = self._create_trial_run(parent_run_id, trial, tags)
-                if log_params:
-                    for chunk in _chunks(trial_params(trial), MAX_PARAMS_PER_BATCH):
-                        self.client.log_batch(run_id, params=chunk)
+                status_tags = []  # created with them
             else:
                 self.client.update_run(run_id, status="RUNNING")
                 # Its params may never have been logged (the run was opened to take them at its end).
-                params = trial_params(trial) if log_params else []
-                for batch in _log_batches(params, [], [RunTag("status", "running")]):
+                status_tags = [RunTag("status", "running")]
+            if params or status_tags:
+                for batch in _log_batches(params, [], status_tags):
                     self.client.log_batch(run_id, **batch)
             return run_id
 
