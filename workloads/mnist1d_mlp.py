@@ -35,7 +35,7 @@ INPUT_DIM = 40
 N_CLASSES = 10
 TRAIN_POOL = 4_000  # training samples generated; n_train takes a prefix of them (reference: 4000)
 TEST_SAMPLES = 12_000  # clean test samples (reference: 12000, which makes the curve smooth)
-MAX_SAMPLES = 100_000  # pool plus test set; generating MNIST-1D costs about 0.3 ms of CPU a sample
+MAX_SAMPLES = 100_000  # cap on pool and test set; generating MNIST-1D costs about 0.3 ms of CPU a sample
 DATA_SEED = 42  # mnist1d's default, as in the reference
 # Bump when the same config would give other data or labels (generation, split or noise changed).
 # 1: a 10000-sample pool and 2000 test samples, noise flipped to another class per n_train prefix.
