@@ -337,12 +337,12 @@ def test_resume_reuses_a_dead_drivers_empty_runs_and_replaces_half_logged_ones(r
     """What a driver killed mid-trial leaves: a RUNNING run with no metrics, and one it died logging."""
     from mlflow.entities import Metric
 
-    from orchestrator.sweep import open_store
+    from orchestrator.sweep import Sweep
 
     path = write_spec(toy_body(tmp_path, n=[10, 100], epochs=3, sleep_s=0))
     spec = load_spec(path)
     trials = {t.config["n"]: t for t in expand_grid(spec)}
-    store = open_store(spec)
+    store = Sweep(spec).store
     parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), len(trials))
     # Opened to take their params with their results at the end, which the dead driver never reached.
     left = store.start_trials(parent, trials.values(), log_params=False)

@@ -1,4 +1,5 @@
-"""How a trial's record is written: MLflow's batch limits, params logged once, SQLite's mode."""
+"""How a trial's record is written and read back: MLflow's batch limits, params logged once, SQLite's
+mode, and bulk reads through a cache that is never stale."""
 
 from __future__ import annotations
 
@@ -12,16 +13,15 @@ from mlflow.entities import Metric, Param, RunTag
 from orchestrator import load_spec
 from orchestrator.grid import expand_grid
 from orchestrator.pack import TrialResult
-from orchestrator.store import (
+from orchestrator.sweep import Sweep
+from orchestrator.tracking import SweepStore, TrialRecorder
+from orchestrator.tracking.store import (
     MAX_ENTITIES_PER_BATCH,
     MAX_METRICS_PER_BATCH,
     MAX_PARAMS_PER_BATCH,
     MAX_TAGS_PER_BATCH,
-    SweepStore,
-    TrialRecorder,
     _log_batches,
 )
-from orchestrator.sweep import open_store
 
 
 def test_log_batches_keep_every_entity_within_mlflow_limits_params_first_tags_last():
@@ -46,15 +46,16 @@ def test_log_batches_keep_every_entity_within_mlflow_limits_params_first_tags_la
 def test_recorder_logs_each_trials_params_once_whether_its_end_comes_with_its_start_or_later(write_spec, toy_spec):
     spec = load_spec(write_spec(toy_spec))
     trials = expand_grid(spec)
-    store = open_store(spec)
+    sweep = Sweep(spec)
+    store = sweep.store
     parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), len(trials))
     history = [{"epoch": 1, "test_loss": 0.5}]
 
     # Long trials: started, recorded with their params (visible while they run), then ended.
-    recorder = TrialRecorder(store, parent, existing=[])
+    recorder = TrialRecorder(store, parent)
     recorder.started(trials[:3])
     deadline = time.monotonic() + 60
-    while not (len(running := store.trial_records(parent)) == 3 and all(r.params for r in running)):
+    while not (len(running := sweep.runs()) == 3 and running.filter(like="params.").notna().all().all()):
         assert time.monotonic() < deadline, f"started trials not recorded with params: {running}"
         time.sleep(0.2)
     for trial in trials[:3]:
@@ -65,12 +66,14 @@ def test_recorder_logs_each_trials_params_once_whether_its_end_comes_with_its_st
         recorder.finished(trial, TrialResult(trial.key, "finished", history))
     recorder.close()
 
-    records = {r.trial_key: r for r in store.trial_records(parent)}
+    records = sweep.runs().set_index("tags.trial_key")
     assert len(records) == len(trials)
     for trial in trials:
-        record = records[trial.key]
-        assert record.run_status == "FINISHED" and record.metrics["test_loss"] == 0.5
-        assert record.params == {k: v if isinstance(v, str) else json.dumps(v) for k, v in trial.config.items()}
+        record = records.loc[trial.key]
+        assert record["run_status"] == "FINISHED" and record["metrics.test_loss"] == 0.5
+        params = {k.removeprefix("params."): v for k, v in record.items() if k.startswith("params.")}
+        assert params == {k: v if isinstance(v, str) else json.dumps(v) for k, v in trial.config.items()}
+        assert record["metrics.n_params"] == trial.size.n_params  # sizes ride with the params, as numbers
 
 
 def test_a_sqlite_store_is_put_in_write_ahead_log_mode(tmp_path):
@@ -89,16 +92,16 @@ class SlowStore:
         self.params_logged: list[str] = []
         self.finish_batches: list[list[str]] = []
 
-    def start_trials(self, parent_run_id, trials, existing, log_params):
+    def start_trials(self, parent_run_id, trials, reusable, log_params):
         time.sleep(self.seconds_per_trial * len(trials))
         if log_params:
             self.params_logged += [t.key for t in trials]
         return {t.key: f"run-{t.key}" for t in trials}
 
-    def finish_trials(self, finished):
+    def finish_trials(self, finished, parent_run_id=None):
         time.sleep(self.seconds_per_trial * len(finished))
-        self.finish_batches.append([run_id for run_id, _, _ in finished])
-        self.params_logged += [run_id.removeprefix("run-") for run_id, _, params in finished if params]
+        self.finish_batches.append([run_id for run_id, *_ in finished])
+        self.params_logged += [run_id.removeprefix("run-") for run_id, _, params, _ in finished if params]
 
 
 def test_recorder_behind_a_stream_of_short_trials_ends_runs_as_it_goes_and_logs_params_once(toy_spec):
@@ -106,7 +109,7 @@ def test_recorder_behind_a_stream_of_short_trials_ends_runs_as_it_goes_and_logs_
 
     trials = expand_grid(parse_spec({**toy_spec, "name": "stream", "axes": {"n": list(range(1, 201)), "d": [100]}}))
     store = SlowStore(seconds_per_trial=0.002)
-    recorder = TrialRecorder(store, "parent", existing=[], window_s=0.05)
+    recorder = TrialRecorder(store, "parent", window_s=0.05)
     for trial in trials:  # one-trial packs that end at once, a little faster than they are recorded
         recorder.started([trial])
         recorder.finished(trial, TrialResult(trial.key, "finished", [{"epoch": 1, "test_loss": 1.0}]))
