@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from orchestrator import load_spec
 from orchestrator.cli import app
 from orchestrator.sweep import Sweep
+from tests.conftest import on_each_backend
 from workloads.api import STANDARD_METRICS
 from workloads.mnist1d_mlp import mlp_param_count
 
@@ -30,6 +31,7 @@ def mnist_spec(write_spec):
     )
 
 
+@on_each_backend
 def test_tiny_mnist1d_sweep_end_to_end(ray_local, mnist_spec, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["run", str(mnist_spec), "--no-progress"])
