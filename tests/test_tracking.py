@@ -8,6 +8,8 @@ import sqlite3
 import time
 from contextlib import closing
 
+import pandas as pd
+import pytest
 from mlflow.entities import Metric, Param, RunTag
 
 from orchestrator import load_spec
@@ -120,3 +122,104 @@ def test_recorder_behind_a_stream_of_short_trials_ends_runs_as_it_goes_and_logs_
     assert sorted(ended) == sorted(f"run-{t.key}" for t in trials)
     assert len(store.finish_batches) > 2 and max(map(len, store.finish_batches)) < len(trials) / 2
     assert sorted(store.params_logged) == sorted(t.key for t in trials)  # each exactly once
+
+
+# -- reading a sweep back ---------------------------------------------------------------------------
+
+
+def open_toy_sweep(tmp_path, toy_spec, n_values=(10, 100, 1000, 10000)):
+    from orchestrator import parse_spec
+
+    body = {**toy_spec, "name": "reads", "axes": {"n": list(n_values), "d": [100]}}
+    body["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    sweep = Sweep(parse_spec(body))
+    parent = sweep.store.open_sweep("reads", sweep.spec.model_dump(mode="json"), len(sweep.trials))
+    return sweep, parent
+
+
+def toy_result(trial, epochs=3):
+    history = [{"epoch": e, "test_error": trial.config["n"] / (1000.0 * e), "train_error": 0.5 / e} for e in range(1, epochs + 1)]
+    return TrialResult(trial.key, "finished", history)
+
+
+def state_of(table):
+    return {(r.run_id, r.run_status, r.deleted) for r in table[["run_id", "run_status", "deleted"]].itertuples()}
+
+
+def test_cached_reads_see_every_change_a_resume_a_rerun_or_the_mlflow_ui_makes(tmp_path, toy_spec, monkeypatch):
+    from orchestrator.tracking import SweepReader
+
+    monkeypatch.setenv("SCALESWEEP_CACHE", str(tmp_path / "cache"))
+    sweep, parent = open_toy_sweep(tmp_path, toy_spec)
+    store, (a, b, c, d) = sweep.store, sweep.trials
+    ids = store.start_trials(parent, [a, b, c])
+    store.finish_trials([(ids[a.key], toy_result(a), [], []), (ids[b.key], toy_result(b), [], [])], parent)
+
+    def cached():  # a new process's reader: only the cache on disk carries over
+        return SweepReader(store, parent).runs()
+
+    def from_scratch():
+        return SweepReader(store, parent, cache_dir=tmp_path / f"fresh-{time.monotonic_ns()}").runs()
+
+    first = cached()
+    assert len(first) == 3 and set(first["run_status"]) == {"FINISHED", "RUNNING"}
+    # What can happen between two reads: a running trial ends, a new one starts and ends, a run is
+    # deleted in the UI, another is marked KILLED (a duplicate), and a deleted one comes back.
+    store.finish_trials([(ids[c.key], toy_result(c), [], [])], parent)
+    ids.update(store.start_trials(parent, [d]))
+    store.finish_trials([(ids[d.key], toy_result(d), [], [])], parent)
+    store.client.delete_run(ids[a.key])
+    store.client.set_terminated(ids[b.key], status="KILLED")
+    assert state_of(cached()) == state_of(from_scratch())
+    store.client.restore_run(ids[a.key])
+    after = cached()
+    assert state_of(after) == state_of(from_scratch())
+    assert dict(zip(after["run_id"], after["run_status"])) == {
+        ids[a.key]: "FINISHED", ids[b.key]: "KILLED", ids[c.key]: "FINISHED", ids[d.key]: "FINISHED"
+    }
+    assert not after["deleted"].any()
+
+
+def test_histories_come_from_the_compact_files_and_from_the_runs_alike(tmp_path, toy_spec, monkeypatch):
+    from orchestrator.tracking import SweepReader
+    from orchestrator.tracking.store import HISTORY_ARTIFACT_DIR
+
+    monkeypatch.setenv("SCALESWEEP_CACHE", str(tmp_path / "cache"))
+    sweep, parent = open_toy_sweep(tmp_path, toy_spec)
+    store, trials = sweep.store, sweep.trials
+    ids = store.start_trials(parent, trials)
+    # Two trials end with a compact file on the parent run; two as an older scalesweep left them, without.
+    store.finish_trials([(ids[t.key], toy_result(t), [], []) for t in trials[:2]], parent)
+    store.finish_trials([(ids[t.key], toy_result(t), [], []) for t in trials[2:]])
+    assert len(store.list_artifacts(parent, HISTORY_ARTIFACT_DIR)) == 1
+
+    history = SweepReader(store, parent).histories(list(ids.values()), ["test_error", "train_error"])
+    assert len(history) == 4 * 3
+    for trial in trials:
+        rows = history[history["run_id"] == ids[trial.key]].sort_values("epoch")
+        assert list(rows["epoch"]) == [1, 2, 3]
+        assert list(rows["test_error"]) == pytest.approx([trial.config["n"] / (1000.0 * e) for e in (1, 2, 3)])
+    # The same points through MLflow's own per-run API.
+    for trial in trials[2:]:
+        points = store.client.get_metric_history(ids[trial.key], "test_error")
+        assert sorted((p.step, p.value) for p in points) == sorted(
+            zip(history.loc[history["run_id"] == ids[trial.key], "epoch"], history.loc[history["run_id"] == ids[trial.key], "test_error"])
+        )
+
+
+def test_bulk_history_route_of_a_tracking_server_returns_every_point(mlflow_server):
+    from orchestrator.tracking.client import open_client
+
+    client = open_client(mlflow_server.url)
+    experiment = client.create_experiment(f"bulk-{time.monotonic_ns()}")
+    runs = [client.create_run(experiment).info.run_id for _ in range(5)]
+    for i, run_id in enumerate(runs):
+        client.log_batch(run_id, metrics=[Metric("loss", i + step / 100, 0, step) for step in range(300)])
+    # 1500 points: asked 100 runs at a time, the route would answer in one call; ask in calls of two runs.
+    points = pd.concat(
+        [pd.DataFrame(p, columns=["run_id", "key", "step", "value"]) for _, p in client._server_bulk_history(client.backend, runs, "loss", 2)]
+    )
+    assert len(points) == 5 * 300
+    assert set(points["run_id"]) == set(runs)
+    frame = client.metric_histories(runs, ["loss"])
+    assert sorted(frame.itertuples(index=False)) == sorted(points.itertuples(index=False))

@@ -117,7 +117,7 @@ class SweepReader:
         files = self.store.history_files(self.parent_run_id) if wanted else []
         missing = [f for f in files if not (history_dir / Path(f).name).exists()]
         if missing:
-            self.store.download(self.parent_run_id, missing, self.cache_dir)
+            self.store.download(self.parent_run_id, missing, history_dir)
         frames = []
         for name in files:
             table = pd.read_parquet(history_dir / Path(name).name)

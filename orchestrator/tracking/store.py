@@ -181,7 +181,8 @@ class SweepStore:
         return sorted(self.list_artifacts(parent_run_id, HISTORY_ARTIFACT_DIR))
 
     def download(self, run_id: str, paths: Sequence[str], dst: Path) -> list[Path]:
-        """Download artifacts of a run into dst (several at once against a server); their local paths."""
+        """Download artifact files of a run into the folder dst, each by its base name (several at once
+        against a server); their local paths."""
         dst.mkdir(parents=True, exist_ok=True)
         return self._map(lambda path: Path(self.client.download_artifacts(run_id, path, str(dst))), list(paths))
 
