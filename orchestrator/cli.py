@@ -3,8 +3,9 @@
 Exit codes scripts can trust:
   0  everything asked for finished
   1  the sweep ran, but some trials failed or diverged
-  2  bad input (spec, workload, arguments); nothing was launched
+  2  bad input (spec, workload, arguments), or another driver runs the sweep; nothing was launched
   3  the tracking store or the cluster could not be reached
+  130, 143  interrupted by Ctrl-C or SIGTERM; the sweep's runs are marked KILLED and `run` resumes it
 """
 
 from __future__ import annotations
@@ -25,15 +26,18 @@ from orchestrator.progress import counts_table, results_table
 from orchestrator.fit import FitError, SweepFits
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.spec import SpecError, SweepSpec, load_spec
+from orchestrator.driver import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 from orchestrator.sweep import Sweep
 from orchestrator.tracking import TrackingUnavailable
+from orchestrator.tracking.lease import SweepLocked
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEMO_SPEC = Path(__file__).resolve().parent.parent / "examples" / "mnist1d_demo.yaml"
 
 app = typer.Typer(
     help="Scaling-law sweeps: a grid of model size x data size trained on Ray, recorded in MLflow, fitted and reported.\n\n"
-    "Exit codes: 0 done, 1 some trials failed, 2 bad input (nothing launched), 3 tracking store or cluster unreachable.",
+    "Exit codes: 0 done, 1 some trials failed, 2 bad input (nothing launched), 3 tracking store or cluster unreachable, "
+    "130/143 interrupted (Ctrl-C/SIGTERM; run again to resume).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -61,8 +65,12 @@ def guarded():
     """Turn the library's errors into exit codes, in one place."""
     try:
         yield
-    except SpecError as e:
+    except (SpecError, SweepLocked) as e:
         raise fail(str(e), EXIT_BAD_INPUT) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted: the sweep's parent run and its unfinished trials are marked KILLED; run again to resume", EXIT_INTERRUPTED) from None
+    except Terminated:
+        raise fail("terminated (SIGTERM): the sweep's parent run and its unfinished trials are marked KILLED; run again to resume", EXIT_TERMINATED) from None
     except TrackingUnavailable as e:
         raise fail(str(e), EXIT_UNREACHABLE) from None
     except ConnectionError as e:
@@ -107,18 +115,24 @@ def run(
     num_cpus: Optional[int] = typer.Option(None, help="CPUs for a new local Ray (default: all)"),
     yes: bool = typer.Option(False, "--yes", "-y", help="confirm a grid larger than execution.max_trials"),
     progress: bool = typer.Option(True, help="show a live progress bar"),
+    extend: bool = typer.Option(False, "--extend", help="accept a spec that differs from the sweep's recorded one: add its trials, keep the old ones still in the grid"),
+    force_takeover: bool = typer.Option(False, "--force-takeover", help="take the sweep over from another driver you know is gone"),
 ):
-    """Run every trial of SPEC that has no FINISHED run in MLflow yet (so running it again resumes)."""
+    """Run every trial of SPEC that has no FINISHED run in MLflow yet (so running it again resumes).
+
+    One driver per sweep: while another driver runs it, this one exits 2 naming it."""
     spec = read_spec(spec_path)
     with guarded():
         sweep_ = Sweep(spec)
-        outcome = sweep_.run(address=address, num_cpus=num_cpus, confirmed=yes, progress=progress)
+        outcome = sweep_.run(address=address, num_cpus=num_cpus, confirmed=yes, progress=progress, extend=extend, force_takeover=force_takeover)
         print_outcome(spec, outcome)
         print_results(spec, sweep_.status())
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)
 
 
 def print_outcome(spec: SweepSpec, outcome: sweep.SweepOutcome) -> None:
+    if outcome.took_over_from:
+        out.print(f"took the sweep over from a driver that is gone ({outcome.took_over_from})")
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items())) or "nothing to run"
     out.print(
         f"sweep {spec.name}: {outcome.n_trials} trials, {outcome.n_skipped} already finished, "
@@ -162,6 +176,14 @@ def status(spec_path: Path = SpecArg, trials: bool = typer.Option(False, "--tria
         f"sweep {spec.name} (parent run {state.parent_run_id}): {state.grid_size} trials: "
         f"{summary or 'none recorded'}, {state.pending} pending"
     )
+    if state.driver:
+        out.print(f"driver: {state.driver}")
+    elif state.counts.get("running"):
+        out.print("[yellow]no live driver holds this sweep: its running trials were left by one that is gone; `run` resumes them[/yellow]")
+    if state.n_duplicates:
+        out.print(f"[yellow]{state.n_duplicates} extra finished run(s) of trials that already have one: counted once; `run` marks them duplicate[/yellow]")
+    if state.n_deleted:
+        out.print(f"[yellow]{state.n_deleted} trial(s) have only deleted runs (MLflow's trash): `run` trains them again[/yellow]")
     if state.n_outside_grid:
         out.print(f"left out {state.n_outside_grid} run(s) of trials that are not in the current grid")
     now = time.time()
@@ -232,7 +254,10 @@ def report(
         raise fail(f"--format: {bad[0]!r} is not one of png, svg, pdf", EXIT_BAD_INPUT)
     target = out_dir or Path("reports") / spec.name
     with guarded():
-        written = Sweep(spec).report(target, n_boot=n_boot, formats=tuple(formats))
+        sweep_ = Sweep(spec)
+        written = sweep_.report(target, n_boot=n_boot, formats=tuple(formats))
+    for note in sweep_.left_out():
+        out.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     for path in written:
         out.print(f"wrote {path}")
     out.print(f"open {target.resolve() / 'report.html'} in a browser (works offline); also logged to the sweep's MLflow run under report/")

@@ -58,6 +58,9 @@ class TrialWorker:
     """A long-lived process that trains packs of trials of one workload."""
 
     def __init__(self, workload_ref: str, driver_cwd: str, gpu_share: float = 0.0):
+        from orchestrator.driver import die_with_parent
+
+        die_with_parent()  # a worker mid-pack stops with its raylet instead of training on for nobody
         # A team's workload may live in the directory the sweep was started from.
         if driver_cwd not in sys.path:
             sys.path.insert(0, driver_cwd)

@@ -48,6 +48,8 @@ class Tracking(_Strict):
             raise ValueError(f"{uri!r} is not a tracking URI; expected one of the schemes {', '.join(TRACKING_SCHEMES)}")
         if scheme == "sqlite" and not uri.startswith("sqlite:///"):
             raise ValueError(f"{uri!r}: a SQLite URI needs three slashes, e.g. sqlite:///scalesweep.db")
+        if scheme == "sqlite" and (uri.split("?", 1)[0] in ("sqlite:///", "sqlite:///:memory:") or "mode=memory" in uri):
+            raise ValueError(f"{uri!r} is an in-memory store, which keeps nothing: name a file, e.g. sqlite:///scalesweep.db")
         if scheme in ("http", "https") and not re.match(r"^https?://[^/:\s]+(:\d+)?(/\S*)?$", uri):
             raise ValueError(f"{uri!r} is not a valid http(s) URL")
         return uri

@@ -8,6 +8,7 @@ same way as writes.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import logging
 import os
@@ -200,16 +201,28 @@ class RetryingClient:
 def open_client(tracking_uri: str, max_outage_s: float = 300.0) -> RetryingClient:
     """A RetryingClient on `tracking_uri`, checked reachable; a SQLite file is created in WAL mode.
 
-    MLflow's usage telemetry stays off unless the user asked for it; against a server, MLflow's own
-    retries give way to RetryingClient's (see MLFLOW_HTTP_DEFAULTS).
+    MLflow's usage telemetry and its "View run at" line per ended run stay off unless the user asked
+    for them; against a server, MLflow's own retries give way to RetryingClient's (see
+    MLFLOW_HTTP_DEFAULTS).
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run ended would bury the output
     check_reachable(tracking_uri)
-    db = sqlite_path(tracking_uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        use_write_ahead_log(db)
     if is_remote(tracking_uri):
         for name, value in MLFLOW_HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
-    return RetryingClient(MlflowClient(tracking_uri=with_sqlite_busy_timeout(tracking_uri)), max_outage_s)
+    client = MlflowClient(tracking_uri=with_sqlite_busy_timeout(tracking_uri))
+    db = sqlite_path(tracking_uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        # MLflow creates or upgrades a SQLite store's tables on first use; two processes doing it at
+        # once race in alembic. One at a time, under an exclusive flock of the file (SQLite's own
+        # locks are fcntl locks, which flock does not touch).
+        with open(db, "ab") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                use_write_ahead_log(db)
+                client.search_experiments(max_results=1)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    return RetryingClient(client, max_outage_s)

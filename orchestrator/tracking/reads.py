@@ -29,6 +29,7 @@ import pandas as pd
 from mlflow.entities import ViewType
 
 from orchestrator.tracking import schema
+from orchestrator.tracking.lease import DRIVER_TAG
 from orchestrator.tracking.store import SweepStore
 
 CACHE_FORMAT = 1
@@ -37,7 +38,6 @@ CACHE_FORMAT = 1
 # a create that was in flight that long across the last read (runs already seen RUNNING are followed
 # by id, whatever their end time).
 END_TIME_MARGIN_MS = 15_000
-LEASE_TAG = "scalesweep.driver"
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class SweepReader:
 
     def _driver(self) -> str:
         parent = self.store.client.get_run(self.parent_run_id)
-        return parent.data.tags.get(LEASE_TAG, "")
+        return parent.data.tags.get(DRIVER_TAG, "")
 
     def _full_read(self) -> pd.DataFrame:
         active = self.store.search_children(self.parent_run_id)
