@@ -135,8 +135,6 @@ def submit(
             job = submit_sweep(spec, spec_path, address, working_dir, confirmed=yes)
         except BuildError as e:
             raise fail(str(e), EXIT_BAD_INPUT) from None
-        except RuntimeError as e:  # the Jobs API answered but refused: no or a wrong token, ...
-            raise fail(f"the Jobs API at {address} refused the job: {e}", EXIT_UNREACHABLE) from None
     out.print(f"sweep {spec.name}: submitted as Ray job {job.submission_id} (scalesweep from {job.wheel})", highlight=False)
     out.print(f"  follow its log:  ray job logs --address {address} --follow {job.submission_id}", highlight=False)
     out.print(f"  trials so far:   scalesweep status {spec_path}", highlight=False)

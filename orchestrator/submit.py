@@ -38,8 +38,9 @@ WHEEL_DIR = "_scalesweep_wheel"
 WORKING_DIR_VAR = "${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}"
 # 1980-01-01, the earliest time a zip entry can hold: the same sources give the same wheel bytes.
 REPRODUCIBLE_EPOCH = "315532800"
-# Never uploaded with a job's working dir.
-UPLOAD_IGNORE = ("__pycache__", "*.pyc", ".git", ".venv", ".pytest_cache")
+# Never uploaded with a job's working dir: caches, and what local sweeps leave beside a spec (Ray
+# refuses a working dir over 500 MiB).
+UPLOAD_IGNORE = ("__pycache__", "*.pyc", ".git", ".venv", ".pytest_cache", "mlruns", "mlartifacts", "reports", "checkpoints", "*.db")
 
 
 class BuildError(RuntimeError):
@@ -77,7 +78,7 @@ def _copy_sources(root: Path, into: Path) -> str:
     for name in names:
         source = root / name
         if source.is_dir():
-            shutil.copytree(source, into / name, ignore=shutil.ignore_patterns(*UPLOAD_IGNORE))
+            shutil.copytree(source, into / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(source, into / name)
     for path in sorted(p for p in into.rglob("*") if p.is_file()):
@@ -187,10 +188,13 @@ def submit_sweep(spec: SweepSpec, spec_path: Path, address: str, working_dir: Pa
         (staged / WHEEL_DIR).mkdir(exist_ok=True)
         wheel = build_wheel(staged / WHEEL_DIR, root)
         entrypoint = sweep_entrypoint(spec_in_dir, confirmed)
-        submission_id = client.submit_job(
-            entrypoint=entrypoint,
-            submission_id=f"{spec.name}-{uuid.uuid4().hex[:8]}",
-            runtime_env=job_runtime_env(staged, f"{WHEEL_DIR}/{wheel.name}"),
-            metadata={"scalesweep_sweep": spec.name, "scalesweep_wheel": wheel.name},
-        )  # uploads the staged folder before it returns
+        try:
+            submission_id = client.submit_job(
+                entrypoint=entrypoint,
+                submission_id=f"{spec.name}-{uuid.uuid4().hex[:8]}",
+                runtime_env=job_runtime_env(staged, f"{WHEEL_DIR}/{wheel.name}"),
+                metadata={"scalesweep_sweep": spec.name, "scalesweep_wheel": wheel.name},
+            )  # uploads the staged folder before it returns
+        except RuntimeError as err:  # the Jobs API answered but refused
+            raise ConnectionError(f"the Jobs API at {address} refused the job: {err}") from None
     return SubmittedJob(submission_id, address, entrypoint, wheel.name)

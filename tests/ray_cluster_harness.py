@@ -126,7 +126,8 @@ class LocalRayCluster:
             subprocess.Popen(command, env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         )
 
-    def start(self, n_workers: int = 1, timeout_s: float = 60) -> None:
+    def start(self, n_workers: int = 1, timeout_s: float = 60, worker_resources: dict | None = None) -> None:
+        """The head, then n_workers nodes; worker_resources: custom resources each worker advertises."""
         self._start(
             "head",
             ["--head", "--port", str(self.gcs_port),
@@ -135,7 +136,8 @@ class LocalRayCluster:
         )  # fmt: skip
         self.wait_for_nodes(1, timeout_s)
         for i in range(n_workers):
-            self._start(f"worker{i}", ["--address", f"127.0.0.1:{self.gcs_port}"])
+            extra = ["--resources", json.dumps(worker_resources)] if worker_resources else []
+            self._start(f"worker{i}", ["--address", f"127.0.0.1:{self.gcs_port}", *extra])
         self.wait_for_nodes(1 + n_workers, timeout_s)
 
     def alive_nodes(self) -> list[dict]:

@@ -43,13 +43,14 @@ def scalesweep(*args: str, env: dict, cwd: Path, timeout: float = 120) -> subpro
 
 @pytest.fixture(scope="module")
 def bare_cluster():
-    """Two nodes running a Python without scalesweep."""
+    """Two nodes running a Python without scalesweep; the second advertises a custom resource, as a
+    node type of cluster/aws-gpu.yaml does."""
     # A short root: Ray's unix socket paths live under the temp dir and must fit in 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="ss-cluster-"))
     bin_dir = python_without_scalesweep(root / "env")
     cluster = LocalRayCluster(root, bin_dir)
     try:
-        cluster.start(n_workers=1)
+        cluster.start(n_workers=1, worker_resources={"gpu_1x_spot": 1})
         yield cluster
     finally:
         cluster.stop()
@@ -57,9 +58,15 @@ def bare_cluster():
 
 
 @pytest.fixture
-def laptop_env(bare_cluster):
-    """The environment of the submitting process: this checkout, the cluster's token."""
-    return {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": bare_cluster.token}
+def checkout_env():
+    """The environment of a `scalesweep` command on the user's laptop: this checkout."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token"}
+
+
+@pytest.fixture
+def laptop_env(bare_cluster, checkout_env):
+    """The same, holding the cluster's token."""
+    return {**checkout_env, "RAY_AUTH_TOKEN": bare_cluster.token}
 
 
 def test_the_cluster_python_lacks_scalesweep_but_has_its_dependencies(bare_cluster):
@@ -74,21 +81,11 @@ def test_the_cluster_python_lacks_scalesweep_but_has_its_dependencies(bare_clust
 
 @pytest.mark.slow
 def test_submitted_sweep_installs_scalesweep_from_its_wheel_on_both_nodes(bare_cluster, laptop_env, mlflow_server, tmp_path):
-    # The README's sweep folder: the spec and the team's own workload module beside it.
+    # The README's sweep folder: the spec and the team's own workload module beside it. The nodes
+    # share this machine's disk, so the trials can write their traces into it; each waits until
+    # trials have started on both nodes.
     sweep_dir = tmp_path / "sweep"
-    (sweep_dir / "trace").mkdir(parents=True)
-    shutil.copy(TRACED_WORKLOAD, sweep_dir / "traced_workload.py")
-    experiment = f"cluster-{uuid.uuid4().hex[:8]}"
-    spec = {
-        "name": "cluster-job",
-        "workload": "traced_workload:TracedToy",
-        "axes": {"n": [10, 100], "d": [100, 1000]},
-        # The nodes share this machine's disk, so the trials can write their traces here.
-        "params": {"trace_dir": str(sweep_dir / "trace"), "nodes": 2},
-        "resources_per_trial": {"cpu": 1},
-        "tracking": {"uri": mlflow_server.url, "experiment": experiment},
-    }
-    (sweep_dir / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    experiment = traced_sweep(sweep_dir, mlflow_server, params={"trace_dir": str(sweep_dir / "trace"), "nodes": 2})
 
     submitted = scalesweep("submit", "sweep/spec.yaml", "--address", bare_cluster.dashboard_url, env=laptop_env, cwd=tmp_path)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
@@ -125,33 +122,80 @@ def test_submitted_sweep_installs_scalesweep_from_its_wheel_on_both_nodes(bare_c
         env_dir = node_dirs[trace["node_id"]] / "session_latest" / "runtime_resources" / "pip"
         assert Path(trace["orchestrator"]).is_relative_to(env_dir.resolve()) or Path(trace["orchestrator"]).is_relative_to(env_dir), trace
     assert {t["node_id"] for t in traces.values()} == set(node_dirs)
-    installed = {p.name for d in node_dirs.values() for p in d.glob("session_latest/runtime_resources/pip/*/virtualenv/lib/python*/site-packages/scalesweep-*.dist-info")}
-    assert installed == {wheel.split("-py3")[0] + ".dist-info"}
+    # Each node installed this very wheel (the version names the sources it was built from).
+    for node_dir in node_dirs.values():
+        installed = {p.name for p in node_dir.glob("session_latest/runtime_resources/pip/*/virtualenv/lib/python*/site-packages/scalesweep-*.dist-info")}
+        assert wheel.split("-py3")[0] + ".dist-info" in installed, (node_dir, installed)
 
 
-def test_submit_refuses_bad_input_before_contacting_the_cluster(laptop_env, tmp_path):
+def traced_sweep(sweep_dir: Path, mlflow_server, **spec) -> str:
+    """A sweep folder of the traced workload; returns its experiment's name."""
+    (sweep_dir / "trace").mkdir(parents=True)
+    shutil.copy(TRACED_WORKLOAD, sweep_dir / "traced_workload.py")
+    experiment = f"cluster-{uuid.uuid4().hex[:8]}"
+    body = {
+        "name": "cluster-job",
+        "workload": "traced_workload:TracedToy",
+        "axes": {"n": [10, 100], "d": [100, 1000]},
+        "params": {"trace_dir": str(sweep_dir / "trace"), "nodes": 1},
+        "resources_per_trial": {"cpu": 1},
+        "tracking": {"uri": mlflow_server.url, "experiment": experiment},
+        **spec,
+    }
+    (sweep_dir / "spec.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    return experiment
+
+
+@pytest.mark.slow
+def test_trials_asking_for_a_custom_resource_run_only_on_the_node_that_has_it(bare_cluster, laptop_env, mlflow_server, tmp_path):
+    experiment = traced_sweep(tmp_path / "sweep", mlflow_server,
+                              resources_per_trial={"cpu": 1, "custom_resources": {"gpu_1x_spot": 1}})  # fmt: skip
+    submitted = scalesweep("submit", "sweep/spec.yaml", "--address", bare_cluster.dashboard_url, env=laptop_env, cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    (job_id,) = re.findall(r"submitted as Ray job (\S+)", submitted.stdout)
+    logs = subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "logs", "--address", bare_cluster.dashboard_url, "--follow", job_id],
+                          env=laptop_env, capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert "4 submitted (4 finished)" in logs.stdout, logs.stdout + logs.stderr
+    client = MlflowClient(mlflow_server.url)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], "tags.`scalesweep.role` = 'trial'")
+    nodes = {node["node_id"]: node for node in bare_cluster.alive_nodes()}
+    (spot_node,) = [n for n, node in nodes.items() if node["resources_total"].get("gpu_1x_spot")]
+    assert len(runs) == 4 and {r.data.tags["worker"].split(":")[0] for r in runs} == {spot_node[:8]}
+
+
+def test_custom_resources_on_a_new_local_ray_exit_2_naming_the_field(checkout_env, tmp_path):
+    spec = {"name": "s", "workload": "mnist1d_mlp", "axes": {"width": [4], "n_train": [500]},
+            "resources_per_trial": {"cpu": 1, "custom_resources": {"gpu_1x_spot": 0.125}},
+            "tracking": {"uri": f"sqlite:///{tmp_path / 'sweep.db'}"}}  # fmt: skip
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    result = scalesweep("run", "spec.yaml", "--no-progress", env=checkout_env, cwd=tmp_path)
+    assert result.returncode == 2 and "resources_per_trial.custom_resources" in result.stderr, result.stdout + result.stderr
+    assert not (tmp_path / "sweep.db").exists()  # refused before the tracking store was opened
+
+
+def test_submit_refuses_bad_input_before_contacting_the_cluster(checkout_env, tmp_path):
     spec = {"name": "s", "workload": "mnist1d_mlp", "axes": {"width": [4], "n_train": [500]}, "tracking": {"uri": "sqlite:///sweep.db"}}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     unreachable = "http://127.0.0.1:9"  # nothing listens on the discard port
-    result = scalesweep("submit", "spec.yaml", "--address", unreachable, env=laptop_env, cwd=tmp_path)
+    result = scalesweep("submit", "spec.yaml", "--address", unreachable, env=checkout_env, cwd=tmp_path)
     assert result.returncode == 2 and "tracking.uri" in result.stderr and "tracking server" in result.stderr
 
     spec["tracking"]["uri"] = "http://127.0.0.1:5000"
     spec["params"] = {"widht": 3}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    result = scalesweep("submit", "spec.yaml", "--address", unreachable, env=laptop_env, cwd=tmp_path)
+    result = scalesweep("submit", "spec.yaml", "--address", unreachable, env=checkout_env, cwd=tmp_path)
     assert result.returncode == 2 and "params.widht" in result.stderr
 
     other = tmp_path / "elsewhere"
     other.mkdir()
-    result = scalesweep("submit", "spec.yaml", "--address", unreachable, "--working-dir", "elsewhere", env=laptop_env, cwd=tmp_path)
+    result = scalesweep("submit", "spec.yaml", "--address", unreachable, "--working-dir", "elsewhere", env=checkout_env, cwd=tmp_path)
     assert result.returncode == 2 and "inside the job's working dir" in result.stderr
 
 
-def test_submit_to_an_unreachable_cluster_exits_3(laptop_env, tmp_path):
+def test_submit_to_an_unreachable_cluster_exits_3(checkout_env, tmp_path):
     spec = {"name": "s", "workload": "mnist1d_mlp", "axes": {"width": [4], "n_train": [500]}, "tracking": {"uri": "http://127.0.0.1:5000"}}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    result = scalesweep("submit", "spec.yaml", "--address", "http://127.0.0.1:9", env=laptop_env, cwd=tmp_path)
+    result = scalesweep("submit", "spec.yaml", "--address", "http://127.0.0.1:9", env=checkout_env, cwd=tmp_path)
     assert result.returncode == 3, result.stdout + result.stderr
     assert "127.0.0.1:9" in result.stderr
 
