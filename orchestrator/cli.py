@@ -25,8 +25,9 @@ from orchestrator.progress import counts_table, results_table
 from orchestrator.fit import FitError, SweepFits
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.spec import SpecError, SweepSpec, load_spec
-from orchestrator.store import TrackingUnavailable
 from orchestrator.submit import BuildError, submit_sweep
+from orchestrator.sweep import Sweep
+from orchestrator.tracking import TrackingUnavailable
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEMO_SPEC = Path(__file__).resolve().parent.parent / "examples" / "mnist1d_demo.yaml"
@@ -78,7 +79,7 @@ def plan(spec_path: Path = SpecArg, offline: bool = typer.Option(False, help="do
     """Show the trial table and total compute, and how many trials are already finished. Launches nothing."""
     spec = read_spec(spec_path)
     with guarded():
-        plan_ = sweep.plan_sweep(spec, None if offline else sweep.open_store(spec), confirmed=True)
+        plan_ = Sweep(spec).plan(offline=offline, confirmed=True)
     table = Table(title=f"{spec.name}: {len(plan_.trials)} trials of {spec.workload}")
     for column in ("trial_key", *spec.axes, "N (params)", "D (samples)", "C (FLOPs)", "done"):
         table.add_column(column)
@@ -111,9 +112,10 @@ def run(
     """Run every trial of SPEC that has no FINISHED run in MLflow yet (so running it again resumes)."""
     spec = read_spec(spec_path)
     with guarded():
-        outcome = sweep.run_sweep(spec, address=address, num_cpus=num_cpus, confirmed=yes, progress=progress)
+        sweep_ = Sweep(spec)
+        outcome = sweep_.run(address=address, num_cpus=num_cpus, confirmed=yes, progress=progress)
         print_outcome(spec, outcome)
-        print_results(spec, sweep.sweep_status(spec))
+        print_results(spec, sweep_.status())
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)
 
 
@@ -175,7 +177,7 @@ def status(spec_path: Path = SpecArg, trials: bool = typer.Option(False, "--tria
     """The state of a sweep, read from MLflow alone: works while it runs, after a crash, from another machine."""
     spec = read_spec(spec_path)
     with guarded():
-        state = sweep.sweep_status(spec)
+        state = Sweep(spec).status()
     if state.parent_run_id is None:
         out.print(f"sweep {spec.name}: not started ({state.grid_size} trials in the grid)")
         return
@@ -185,6 +187,8 @@ def status(spec_path: Path = SpecArg, trials: bool = typer.Option(False, "--tria
         f"sweep {spec.name} (parent run {state.parent_run_id}): {state.grid_size} trials: "
         f"{summary or 'none recorded'}, {state.pending} pending"
     )
+    if state.n_outside_grid:
+        out.print(f"left out {state.n_outside_grid} run(s) of trials that are not in the current grid")
     now = time.time()
     if state.first_start_s is not None:
         timing = f"first trial started {ago(now - state.first_start_s)} ago, last activity {ago(now - state.last_activity_s)} ago"
@@ -222,7 +226,7 @@ def fit(
     spec = read_spec(spec_path)
     with guarded():
         try:
-            fits = sweep.fit_sweep(spec, n_boot=n_boot, metric=metric, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise)
+            fits = Sweep(spec).fit(n_boot=n_boot, metric=metric, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise)
         except FitError as e:
             raise fail(str(e), EXIT_TRIALS_FAILED) from None
     print_fits(fits)
@@ -253,7 +257,7 @@ def report(
         raise fail(f"--format: {bad[0]!r} is not one of png, svg, pdf", EXIT_BAD_INPUT)
     target = out_dir or Path("reports") / spec.name
     with guarded():
-        written = sweep.report_sweep(spec, target, n_boot=n_boot, formats=tuple(formats))
+        written = Sweep(spec).report(target, n_boot=n_boot, formats=tuple(formats))
     for path in written:
         out.print(f"wrote {path}")
     out.print(f"open {target.resolve() / 'report.html'} in a browser (works offline); also logged to the sweep's MLflow run under report/")
@@ -273,8 +277,8 @@ def ui(spec_path: Path = SpecArg, port: int = typer.Option(5000, help="port on 1
     spec = read_spec(spec_path)
     uri = spec.tracking.uri
     with guarded():
-        store = sweep.open_store(spec)
-        parent = store.find_sweep(spec.name)
+        sweep_ = Sweep(spec)
+        store, parent = sweep_.store, sweep_.parent_run_id
     remote = uri.startswith(("http://", "https://"))
     base = uri.rstrip("/") if remote else f"http://127.0.0.1:{port}"
     url = store.run_url(base, parent) if parent else f"{base}/#/experiments/{store.experiment_id}"
@@ -293,11 +297,12 @@ def demo(
     """Run the MNIST-1D double-descent demo end to end: sweep on local Ray, fits, report."""
     spec = read_spec(spec_path)
     with guarded():
-        outcome = sweep.run_sweep(spec, num_cpus=num_cpus)
+        sweep_ = Sweep(spec)
+        outcome = sweep_.run(num_cpus=num_cpus)
         print_outcome(spec, outcome)
-        print_results(spec, sweep.sweep_status(spec))
-        print_fits(sweep.fit_sweep(spec, n_boot=200))
-        written = sweep.report_sweep(spec, Path("reports") / spec.name)
+        print_results(spec, sweep_.status())
+        print_fits(sweep_.fit(n_boot=200))
+        written = sweep_.report(Path("reports") / spec.name)
     out.print(f"report: {written[0].parent.resolve()}/report.html (also logged to the sweep's MLflow run)")
     out.print(f"MLflow UI: scalesweep ui {spec_path}")
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)
