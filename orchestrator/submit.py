@@ -151,12 +151,12 @@ def plan_locally(spec: SweepSpec, working_dir: Path, confirmed: bool) -> None:
 
     The job's processes import a workload of the working dir's own from there (Ray puts it on
     their path), so it goes on this process's path for the check."""
-    from orchestrator.sweep import plan_sweep
+    from orchestrator.sweep import Sweep
 
     folder = str(working_dir.resolve())
     sys.path.insert(0, folder)
     try:
-        plan_sweep(spec, None, confirmed)
+        Sweep(spec).plan(offline=True, confirmed=confirmed)
     finally:
         sys.path.remove(folder)
 

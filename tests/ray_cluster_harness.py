@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -37,15 +36,11 @@ import requests
 from ray._private import ray_constants
 from ray.cluster_utils import Cluster
 
+from tests.servers import free_port
+
 NODE_ARGS = {"num_cpus": 1, "include_dashboard": False}
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # this environment's scripts: ray, scalesweep
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def python_without_scalesweep(root: Path) -> Path:

@@ -39,7 +39,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import types
 from pathlib import Path
 from typing import Any
@@ -478,73 +477,33 @@ def test_the_serve_script_is_where_ray_up_keeps_the_cluster_file_mount_on_the_ho
     assert get_docker_host_mount_location("scalesweep-gpu") == "/tmp/ray_tmp_mount/scalesweep-gpu"
 
 
-def postgres_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb")) if Path("/usr/lib/postgresql").is_dir() else []
-    return found[-1].parent if found else (Path(shutil.which("initdb")).parent if shutil.which("initdb") else None)
-
-
-class Postgres:
-    """A PostgreSQL server of the test's own on 127.0.0.1 that demands a password (scram-sha-256)."""
-
-    def __init__(self, bin_dir: Path, password: str):
-        self.bin, self.password, self.port = bin_dir, password, free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="ss-pg-"))  # not under pytest's root-only tmp dir
-        # initdb refuses to run as root: run the server as the postgres user, as a package would.
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
-        (self.root / "pw").write_text(password)
-        if self.as_user:
-            shutil.chown(self.root, "postgres")
-            shutil.chown(self.root / "pw", "postgres")
-        subprocess.run([*self.as_user, self.bin / "initdb", "-D", self.root / "data", "-U", "mlflow", "--auth=scram-sha-256",
-                        f"--pwfile={self.root / 'pw'}"], check=True, capture_output=True)  # fmt: skip
-        self.process = subprocess.Popen([*self.as_user, self.bin / "postgres", "-D", self.root / "data", "-p", str(self.port),
-                                         "-k", self.root, "-c", "listen_addresses=127.0.0.1"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-
-    def psql(self, sql: str, database: str = "postgres", password: str | None = None) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"} | ({"PGPASSWORD": password} if password else {})
-        return subprocess.run([self.bin / "psql", "-w", "-h", "127.0.0.1", "-p", str(self.port), "-U", "mlflow", "-d", database, "-c", sql],
-                              env=env, capture_output=True, text=True)  # fmt: skip
-
-    def wait_ready(self, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.psql("select 1", password=self.password).returncode != 0:
-            assert self.process.poll() is None and time.monotonic() < deadline, "PostgreSQL did not start"
-            time.sleep(0.3)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(postgres_bin() is None, reason="PostgreSQL is not installed")
 def test_mlflow_server_reaches_postgres_with_the_password_only_in_its_environment(tmp_path):
     """serve.sh's server gets a URI without a password and libpq's PGPASSWORD from its env file: a
     real `mlflow server` against a real PostgreSQL that demands the password."""
-    import psycopg2  # noqa: F401 (the driver the server's container installs)
     from mlflow.tracking import MlflowClient
 
-    from tests.conftest import wait_healthy
+    from tests.servers import PostgresServer, wait_healthy
 
     password = "s3cr3t-" + os.urandom(4).hex()
-    postgres = Postgres(postgres_bin(), password)
+    postgres = PostgresServer(password=password)
     mlflow_process = None
     try:
-        postgres.wait_ready()
-        assert postgres.psql("create database mlflow", password=password).returncode == 0
-        assert postgres.psql("select 1", "mlflow").returncode != 0  # without the password it refuses
+        postgres.start()
+        db_uri = postgres.create_database("mlflow")
+        assert password not in db_uri
+        psql = [str(postgres.bin / "psql"), "-w", "-d", db_uri.replace("postgresql://", "postgres://"), "-tAc"]
+        without = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+        assert subprocess.run([*psql, "select 1"], env=without, capture_output=True).returncode != 0  # it wants the password
 
-        # The env file as serve.sh writes it, read the way `docker run --env-file` does.
+        # The env file as serve.sh writes it, read the way `docker run --env-file` does; no URI flags.
         assert "printf 'MLFLOW_BACKEND_STORE_URI=%s\\nMLFLOW_ARTIFACTS_DESTINATION=%s\\nPGPASSWORD=%s\\n'" in SERVE.read_text()
-        env_file = (f"MLFLOW_BACKEND_STORE_URI=postgresql://mlflow@127.0.0.1:{postgres.port}/mlflow\n"
-                    f"MLFLOW_ARTIFACTS_DESTINATION={tmp_path / 'artifacts'}\nPGPASSWORD={password}\n")  # fmt: skip
+        env_file = f"MLFLOW_BACKEND_STORE_URI={db_uri}\nMLFLOW_ARTIFACTS_DESTINATION={tmp_path / 'artifacts'}\nPGPASSWORD={password}\n"
         server_env = dict(line.split("=", 1) for line in env_file.splitlines())
         port = free_port()
         mlflow_process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env={**os.environ, **server_env}, stdout=open(tmp_path / "mlflow.log", "wb"), stderr=subprocess.STDOUT,
+            env={**without, **server_env}, stdout=open(tmp_path / "mlflow.log", "wb"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
@@ -553,8 +512,8 @@ def test_mlflow_server_reaches_postgres_with_the_password_only_in_its_environmen
         run = client.create_run(client.create_experiment("pgpassword"))
         client.log_metric(run.info.run_id, "test_loss", 0.5)
         assert client.get_run(run.info.run_id).data.metrics == {"test_loss": 0.5}
-        rows = postgres.psql("select count(*) from runs", "mlflow", password=password)
-        assert rows.returncode == 0 and rows.stdout.split()[2] == "1", rows.stdout + rows.stderr
+        rows = subprocess.run([*psql, "select count(*) from runs"], env={**without, "PGPASSWORD": password}, capture_output=True, text=True)
+        assert rows.stdout.strip() == "1", rows.stdout + rows.stderr
         assert password not in Path(f"/proc/{mlflow_process.pid}/cmdline").read_text()
     finally:
         if mlflow_process is not None:
