@@ -474,6 +474,9 @@ def test_the_serve_script_is_where_ray_up_keeps_the_cluster_file_mount_on_the_ho
         # The README's arguments pass the script's own checks.
         result = serve(args, Path(tempfile.gettempdir()) / "unused-home")
         assert result.returncode == 1 and "no docker" in result.stderr, result.stderr
+    else:  # the README's path, with this file's cluster name where it differs
+        readme_path = Path(readme_serve_command()[2])
+        assert on_host == readme_path or (f"`{config['cluster_name']}`" in README and on_host.parts[4:] == readme_path.parts[4:])
     assert get_docker_host_mount_location("scalesweep-gpu") == "/tmp/ray_tmp_mount/scalesweep-gpu"
 
 
