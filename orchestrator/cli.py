@@ -27,6 +27,7 @@ from orchestrator.fit import FitError, SweepFits
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.spec import SpecError, SweepSpec, load_spec
 from orchestrator.driver import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+from orchestrator.submit import BuildError, submit_sweep
 from orchestrator.sweep import Sweep
 from orchestrator.tracking import TrackingUnavailable
 from orchestrator.tracking.lease import SweepLocked
@@ -128,6 +129,30 @@ def run(
         print_outcome(spec, outcome)
         print_results(spec, sweep_.status())
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)
+
+
+@app.command()
+def submit(
+    spec_path: Path = SpecArg,
+    address: str = typer.Option("http://127.0.0.1:8265", help="the cluster's Jobs API: its dashboard URL (`ray dashboard CONFIG` forwards it to this default)"),
+    working_dir: Optional[Path] = typer.Option(None, help="folder uploaded with the job, holding the spec (default: the spec's folder)"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="confirm a grid larger than execution.max_trials"),
+):
+    """Run SPEC as a Ray job on a cluster whose nodes need not have scalesweep installed.
+
+    Builds this checkout's wheel into the job's working dir, and the job's runtime_env pip-installs it
+    on every node the sweep uses. Prints the job id and returns; the sweep runs on without this process.
+    """
+    spec = read_spec(spec_path)
+    with guarded():
+        try:
+            job = submit_sweep(spec, spec_path, address, working_dir, confirmed=yes)
+        except BuildError as e:
+            raise fail(str(e), EXIT_BAD_INPUT) from None
+    out.print(f"sweep {spec.name}: submitted as Ray job {job.submission_id} (scalesweep from {job.wheel})", highlight=False)
+    out.print(f"  follow its log:  ray job logs --address {address} --follow {job.submission_id}", highlight=False)
+    out.print(f"  trials so far:   scalesweep status {spec_path}", highlight=False)
+    out.print(f"  stop it:         ray job stop --address {address} {job.submission_id}", highlight=False)
 
 
 def print_outcome(spec: SweepSpec, outcome: sweep.SweepOutcome) -> None:

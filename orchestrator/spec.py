@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -63,6 +63,11 @@ class Resources(_Strict):
         default="auto", description="'auto': a fraction of a GPU when the cluster has GPUs, none otherwise"
     )
     workers_per_gpu: int = Field(default=8, ge=1, description="worker slots sharing one GPU when gpu is 'auto'")
+    custom_resources: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="Ray custom resources per worker, e.g. {gpu_1x_spot: 0.125}: only nodes that advertise them "
+        "run trials, and an autoscaler launches only node types that have them",
+    )
 
     @field_validator("gpu")
     @classmethod
