@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 # public name -> the submodule that defines it
 _EXPORTS = {
     "SpecError": "orchestrator.spec",
+    "Sweep": "orchestrator.sweep",
     "SweepSpec": "orchestrator.spec",
     "load_spec": "orchestrator.spec",
     "parse_spec": "orchestrator.spec",
@@ -32,7 +33,7 @@ __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and IDEs only; at run time __getattr__ imports on demand
     from orchestrator.spec import SpecError, SweepSpec, load_spec, parse_spec
-    from orchestrator.sweep import fit_sweep, plan_sweep, report_sweep, run_sweep, sweep_status
+    from orchestrator.sweep import Sweep, fit_sweep, plan_sweep, report_sweep, run_sweep, sweep_status
 
 
 def __getattr__(name: str) -> Any:
