@@ -11,8 +11,7 @@ from orchestrator import load_spec, parse_spec, run_sweep
 from orchestrator.cli import app
 from orchestrator.fit import detect_double_descent
 from orchestrator.grid import expand_grid
-from orchestrator.results import load_history, load_trials
-from orchestrator.sweep import open_store
+from orchestrator.sweep import Sweep
 from workloads.mnist1d_mlp import DATA_VERSION, MNIST1DMLP, load_mnist1d, mlp_param_count, noisy_labels, training_data
 
 
@@ -122,14 +121,14 @@ def test_reduced_recipe_peaks_at_the_interpolation_threshold_and_grows_with_trai
     load_mnist1d(4000, REDUCED["test_samples"])  # generate the data once, not in each worker
     outcome = run_sweep(spec, progress=False)
     assert outcome.counts == {"finished": 12}
-    store = open_store(spec)
-    parent = store.find_sweep(spec.name)
-    result = detect_double_descent(load_trials(store, parent))
+    sweep = Sweep(spec)
+    trials = sweep.results()
+    result = detect_double_descent(trials)
     n_params = {w: mlp_param_count(w, 2) for w in REDUCED_WIDTHS}
     assert result.double_descent, result.summary()
     assert result.threshold_x == n_params[80], result.summary()  # width 47 still errs on >10% of its labels
     assert result.peak_x in (n_params[47], n_params[80]) and result.peak_near_threshold, result.summary()
     assert min(result.rise_left, result.rise_right) >= 0.02, result.summary()  # measured 3-5 pp
-    history = load_history(store, parent)
+    history = sweep.history(trials)
     early = detect_double_descent(history[history["epoch"] == 100])
     assert not early.double_descent, early.summary()  # the peak is grown by training past the threshold
