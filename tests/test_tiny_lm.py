@@ -186,3 +186,29 @@ def test_checkpoint_folder_is_the_trials_own_and_can_be_turned_off(tmp_path, mon
     assert {t.checkpoint.every_s for t in trials} == {30}
     spec["execution"] = {"checkpoint_dir": None}
     assert all(t.checkpoint is None for t in expand_grid(parse_spec(spec)))
+
+
+def test_importing_the_workload_loads_neither_torch_nor_the_tracking_stack():
+    """A spec is read and a sweep planned without torch; a Ray worker never imports mlflow, scipy or pandas."""
+    import subprocess
+    import sys
+
+    code = "import sys, workloads.tiny_lm; print(sorted({'torch', 'mlflow', 'scipy', 'pandas', 'ray'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
+def test_model_classes_live_at_module_level_in_nanogpts_layout():
+    from workloads.tiny_lm import build_model
+    from workloads.tiny_lm_model import MLP, Block, CausalSelfAttention, GPTConfig, TinyGPT
+
+    config = TinyLM().validate_config({**TINY, "d_model": 24, "n_layers": 2})
+    model = build_model(config)
+    assert isinstance(model, TinyGPT) and model.config == GPTConfig(256, 32, 2, 24, 3, 4)
+    assert isinstance(model.blocks[0], Block) and isinstance(model.blocks[0].attn, CausalSelfAttention)
+    assert isinstance(model.blocks[1].mlp, MLP)
+    assert model.get_num_params() == TinyLM().size(config).n_params  # Kaplan's N, as orchestrator/compute.py counts it
+    assert model.get_num_params(non_embedding=False) == TinyLM().size(config).n_params_with_embeddings
+    assert model.head.weight is model.tok_emb.weight
+    logits = model(torch.zeros(2, 32, dtype=torch.long))
+    assert logits.shape == (2, 32, 256)

@@ -3,7 +3,8 @@ Hoffmann et al. 2022 (Chinchilla), small enough for a CPU.
 
 Model size N is set by width (`d_model`) and depth (`n_layers`): nanoGPT's layout (pre-norm blocks,
 bias-free layers, a 4x GELU MLP, learned positions, output layer tied to the token embedding), so
-N = L (12 d^2 + 2 d) + d without embeddings, see orchestrator/compute.py. Data size D is the number of
+N = L (12 d^2 + 2 d) + d without embeddings, see orchestrator/compute.py. The model's classes live in
+workloads/tiny_lm_model.py, imported only by the train loop: importing this module loads no torch. Data size D is the number of
 training tokens seen; a token is a byte (vocabulary 256), so no tokenizer is needed.
 
 Corpus: by default the Python standard library's own sources on this machine (found with `sysconfig`,
@@ -197,70 +198,15 @@ def batch_offsets(step: int, n_positions: int, batch_size: int) -> np.ndarray:
     return np.random.default_rng([DATA_SEED, step]).integers(0, n_positions, size=batch_size)
 
 
-# -- model (nanoGPT's layout) ------------------------------------------------------------------
+# -- model (nanoGPT's layout, in workloads/tiny_lm_model.py) -------------------------------------
 
 
 def build_model(config: TinyLMConfig):
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
+    """The trial's TinyGPT, initialized from torch's current RNG state (imports torch)."""
+    from workloads.tiny_lm_model import GPTConfig, TinyGPT
 
-    d, T = config.d_model, config.context_len
-
-    class CausalSelfAttention(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.qkv = nn.Linear(d, 3 * d, bias=False)
-            self.proj = nn.Linear(d, d, bias=False)
-
-        def forward(self, x):
-            B, T_, _ = x.shape
-            q, k, v = self.qkv(x).split(d, dim=2)
-            q, k, v = (t.view(B, T_, config.n_heads, config.head_dim).transpose(1, 2) for t in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            return self.proj(y.transpose(1, 2).reshape(B, T_, d))
-
-    class MLP(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(d, MLP_RATIO * d, bias=False)
-            self.proj = nn.Linear(MLP_RATIO * d, d, bias=False)
-
-        def forward(self, x):
-            return self.proj(F.gelu(self.fc(x)))
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln1, self.attn = nn.LayerNorm(d, bias=False), CausalSelfAttention()
-            self.ln2, self.mlp = nn.LayerNorm(d, bias=False), MLP()
-
-        def forward(self, x):
-            x = x + self.attn(self.ln1(x))
-            return x + self.mlp(self.ln2(x))
-
-    class TinyGPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.tok_emb = nn.Embedding(VOCAB_SIZE, d)
-            self.pos_emb = nn.Embedding(T, d)
-            self.blocks = nn.ModuleList(Block() for _ in range(config.n_layers))
-            self.ln_f = nn.LayerNorm(d, bias=False)
-            self.head = nn.Linear(d, VOCAB_SIZE, bias=False)
-            self.head.weight = self.tok_emb.weight  # tied (Press & Wolf 2017)
-            for name, p in self.named_parameters():
-                if p.dim() == 2:
-                    # GPT-2's init: residual projections scaled down by depth.
-                    std = 0.02 / math.sqrt(2 * config.n_layers) if name.endswith("proj.weight") else 0.02
-                    nn.init.normal_(p, mean=0.0, std=std)
-
-        def forward(self, idx):
-            x = self.tok_emb(idx) + self.pos_emb(torch.arange(idx.shape[1], device=idx.device))
-            for block in self.blocks:
-                x = block(x)
-            return self.head(self.ln_f(x))
-
-    return TinyGPT()
+    shape = GPTConfig(VOCAB_SIZE, config.context_len, config.n_layers, config.d_model, config.n_heads, MLP_RATIO)
+    return TinyGPT(shape)
 
 
 # -- training ----------------------------------------------------------------------------------
