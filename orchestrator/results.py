@@ -10,6 +10,7 @@ from workloads.api import STANDARD_METRICS
 # Tags that hold numbers, cast back on load (MLflow stores tags and params as strings).
 NUMERIC_TAGS = (
     "n_params", "n_samples", "train_flops", "n_params_with_embeddings", "train_flops_with_attention", "compute_budget",
+    "spent_flops", "cooldown_flops", "branch_step",
 )  # fmt: skip
 ID_COLUMNS = ("trial_key", "run_id", "status", "run_status", "workload", "n_params", "n_samples", "train_flops")
 
@@ -35,6 +36,9 @@ def trial_row(record: TrialRecord) -> dict:
         "workload": record.tags.get("workload", ""),
         "error": record.tags.get("error"),
     }
+    for name in ("wsd_part", "trunk_key"):
+        if name in record.tags:
+            row[name] = record.tags[name]
     row.update({name: _number(record.tags[name]) for name in NUMERIC_TAGS if name in record.tags})
     row.update({name: _number(value) for name, value in record.params.items()})
     row.update(record.metrics)

@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "scalesweep.role"  # "sweep" on the parent, "trial" on children
+WSD_PART_TAG = "wsd_part"  # "trunk" or "branch" on the children of a WSD sweep
 
 
 class TrackingUnavailable(RuntimeError):
@@ -213,6 +214,24 @@ def _result_entities(result) -> tuple[list[Metric], list[RunTag]]:
     return metrics, tags
 
 
+def wsd_tags(trial) -> dict[str, str]:
+    """A WSD trial's place and honest compute: `wsd_part` (trunk or branch); a branch's `trunk_key`,
+    `branch_step` (its trunk's data size where it branched, data units), `cooldown_flops` (what it
+    trained itself) and `spent_flops` (that plus its share of the trunk), in FLOPs. A trunk's compute
+    is its branches'; fits leave trunks out. Nothing for a trial trained from scratch."""
+    if trial.wsd is None:
+        return {}
+    tags = {WSD_PART_TAG: trial.wsd.part.kind}
+    if not trial.is_trunk:
+        tags.update(
+            trunk_key=trial.depends_on,
+            branch_step=str(trial.wsd.branch_start),
+            cooldown_flops=f"{trial.wsd.cooldown_flops:.6g}",
+            spent_flops=f"{trial.spent_flops:.6g}",
+        )
+    return tags
+
+
 def trial_params(trial) -> list[Param]:
     """A trial's config as MLflow params."""
     return [Param(k, _tag_value(v)) for k, v in sorted(trial.config.items())]
@@ -296,6 +315,11 @@ class SweepStore:
         self.client.log_dict(run_id, spec, "spec.json")
         return run_id
 
+    def log_sweep_compute(self, run_id: str, flops: dict[str, float]) -> None:
+        """The sweep's compute totals (FLOPs) as metrics of its parent run, e.g. spent_flops."""
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(name, float(value), now, 0) for name, value in flops.items()])
+
     def close_sweep(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=status)
 
@@ -364,6 +388,7 @@ class SweepStore:
                 "compute_budget": trial.compute_budget,
             }
             tags.update({name: str(value) for name, value in optional.items() if value is not None})
+            tags.update(wsd_tags(trial))
             params = trial_params(trial) if log_params else []
             run_id = reusable.get(trial.key)
             if run_id is None:

@@ -20,7 +20,7 @@ from orchestrator.fit.isoflop import fit_isoflop
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.grid import Trial, expand_grid, load_workload
 from orchestrator.spec import SpecError, SweepSpec
-from orchestrator.store import SweepStore, TrackingUnavailable, TrialRecord, TrialRecorder
+from orchestrator.store import WSD_PART_TAG, SweepStore, TrackingUnavailable, TrialRecord, TrialRecorder
 
 
 class GridTooLarge(SpecError):
@@ -41,7 +41,13 @@ class SweepPlan:
 
     @property
     def total_flops(self) -> float:
-        return sum(t.size.train_flops for t in self.trials)
+        """What the plan trains (FLOPs): with a WSD schedule its trunks and cooldowns."""
+        return sum(t.run_flops for t in self.trials)
+
+    @property
+    def from_scratch_flops(self) -> float:
+        """What training every point of the grid from scratch would cost (FLOPs), trunks aside."""
+        return sum(t.size.train_flops for t in self.trials if not t.is_trunk)
 
 
 @dataclass
@@ -99,7 +105,7 @@ def run_sweep(
     """Run every trial of the spec that has no FINISHED run yet, on Ray, recording to MLflow."""
     from orchestrator.pack import make_packs, uses_packs
     from orchestrator.progress import SweepProgress
-    from orchestrator.scheduler import Scheduler, check_fits_locally, connect
+    from orchestrator.scheduler import Scheduler, check_fits_locally, check_shared_directory, connect
 
     started = time.perf_counter()
     check_grid_size(spec, confirmed)
@@ -119,12 +125,19 @@ def run_sweep(
         return outcome
 
     connect(address, num_cpus)
+    if spec.schedule is not None:
+        try:
+            check_shared_directory(spec.execution.checkpoint_dir)  # branches on other nodes read trunks there
+        except SpecError:
+            store.close_sweep(parent, "FAILED")
+            raise
     scheduler = Scheduler(spec.workload, spec.resources_per_trial, spec.execution)
     packs = make_packs(todo, workload, spec.execution.mode, scheduler.n_slots, gpu=scheduler.gpus > 0)
     # MLflow calls happen on the recorder's thread: the scheduler never waits for the tracking store.
     recorder = TrialRecorder(store, parent, existing)
 
     dispatched: set[str] = set()
+    ended_finished = set(finished)
 
     def on_dispatch(pack: list[Trial]) -> None:
         if recorder.error is not None:
@@ -135,6 +148,8 @@ def run_sweep(
         bar.started(len(fresh))
 
     def on_result(trial: Trial, result) -> None:
+        if result.status == "finished":
+            ended_finished.add(trial.key)
         recorder.finished(trial, result)
         outcome.counts[result.status] += 1
         bar.finished(result.status)
@@ -149,6 +164,12 @@ def run_sweep(
             recorder.close(timeout_s=30, raise_error=False)  # keep the results that did arrive
             store.close_sweep(parent, "KILLED")
             raise
+    # What the sweep spent: each finished trial's own training once (work redone after a crash aside).
+    store.log_sweep_compute(
+        parent,
+        {"spent_flops": sum(t.run_flops for t in trials if t.key in ended_finished),
+         "from_scratch_flops": sum(t.size.train_flops for t in trials if not t.is_trunk)},
+    )  # fmt: skip
     store.close_sweep(parent, "FINISHED" if outcome.ok else "FAILED")
     outcome.wall_s = time.perf_counter() - started
     outcome.n_packs = len(packs)
@@ -205,6 +226,7 @@ def sweep_status(spec: SweepSpec) -> SweepState:
         [
             {"trial_key": t.key, "n_params": t.size.n_params, "n_samples": t.size.n_samples, "train_flops": t.size.train_flops}
             for t in expand_grid(spec)
+            if not t.is_trunk  # a WSD trunk is no point of the grid
         ],
         columns=["trial_key", "n_params", "n_samples", "train_flops"],
     )
@@ -214,6 +236,7 @@ def sweep_status(spec: SweepSpec) -> SweepState:
         return SweepState(spec.name, None, grid, results.trials_frame([]))
     records = store.trial_records(parent)
     starts = [r.start_time for r in records if r.start_time]
+    records = grid_points(records)
     moments = starts + [r.end_time for r in records if r.end_time]
     return SweepState(
         spec.name,
@@ -238,6 +261,15 @@ def finished(records: list[TrialRecord]) -> list[TrialRecord]:
     return [r for r in records if r.run_status == "FINISHED"]
 
 
+def is_trunk(record: TrialRecord) -> bool:
+    return record.tags.get(WSD_PART_TAG) == "trunk"
+
+
+def grid_points(records: list[TrialRecord]) -> list[TrialRecord]:
+    """The runs of grid points: a WSD trunk (a stable learning rate, never cooled down) is none."""
+    return [r for r in records if not is_trunk(r)]
+
+
 def fit_sweep(
     spec: SweepSpec,
     n_boot: int = 1000,
@@ -253,6 +285,8 @@ def fit_sweep(
     verdicts per curve (see `orchestrator.fit.fit_trials`). Raises FitError when nothing can be fitted.
     """
     store, parent, records = sweep_records(spec)
+    trunks = sorted(r.trial_key for r in records if is_trunk(r))
+    records = grid_points(records)
     trials = results.trials_frame(finished(records))
     history = None
     if epoch_wise and not trials.empty:
@@ -261,6 +295,9 @@ def fit_sweep(
     diverged = sorted(r.trial_key for r in records if r.status == "diverged")
     if diverged:
         fits = replace(fits, notes=(*fits.notes, f"left out {len(diverged)} diverged trial(s): {', '.join(diverged)}"))
+    if trunks:
+        note = f"left out {len(trunks)} WSD trunk run(s), stable learning rate without a cooldown: {', '.join(trunks)}"
+        fits = replace(fits, notes=(*fits.notes, note))
     if log:
         store.log_json(parent, fits.to_dict(), "fits/fits.json")
     return fits
@@ -304,6 +341,7 @@ def report_sweep(spec: SweepSpec, out_dir: str | Path, n_boot: int = 200, format
     from dashboards.curves import budget_of
 
     store, parent, records = sweep_records(spec)
+    records = grid_points(records)
     trials = results.trials_frame(finished(records))
     fits, _ = fit_error_vs_size(trials, n_boot=n_boot)
     history = results.history_frame(store, finished(records), metrics=("train_error", "test_error"))
