@@ -240,7 +240,8 @@ def _data_field(spec: SweepSpec, workload: Workload) -> str:
 
 def plan_wsd(spec: SweepSpec, workload: Workload, points: list[Trial]) -> list[Trial]:
     """One trunk per model size (every config value but the data size), then every point as a
-    cooldown branch of its trunk. Raises SpecError (naming the field) for a spec WSD cannot serve."""
+    cooldown branch of its trunk, each part costliest first. Raises SpecError (naming the field)
+    for a spec WSD cannot serve."""
     schedule, data = wsd_schedule(spec.schedule), workload.data_size_param
     groups: dict[str, list[Trial]] = {}
     for point in points:
@@ -302,4 +303,7 @@ def plan_wsd(spec: SweepSpec, workload: Workload, points: list[Trial]) -> list[T
             branch_key = trial_key(spec.workload, point.config, {"part": "branch", "warmup": schedule.warmup,
                                    "cooldown_fraction": schedule.cooldown_fraction, "cooldown_shape": schedule.cooldown_shape})  # fmt: skip
             branches.append(replace(point, key=branch_key, checkpoint=checkpoint_policy(spec, branch_key), wsd=role))
-    return trunks + branches
+    # Longest first (LPT): the costliest trunk starts first, and of the branches ready at once the
+    # longest cooldown goes first, so the last to end is a short one.
+    by_cost = lambda t: (-t.run_flops, t.key)  # noqa: E731
+    return sorted(trunks, key=by_cost) + sorted(branches, key=by_cost)

@@ -4,6 +4,7 @@ each (N, D) its own MLflow run, real Ray, a real MLflow server, real training.""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +58,7 @@ def assert_one_finished_run_per_point_and_per_trunk(spec) -> dict:
     return {key: rs[0] for key, rs in runs.items()}
 
 
+@pytest.mark.slow
 def test_a_wsd_sweep_records_each_point_as_its_own_run_tagged_with_its_trunk(ray_local, write_spec, tmp_path):
     path = write_spec(wsd_body(tmp_path))
     runner = CliRunner()
@@ -103,6 +105,7 @@ def test_a_wsd_sweep_records_each_point_as_its_own_run_tagged_with_its_trunk(ray
     assert any("left out 2 WSD trunk run(s)" in note for note in fits.notes), fits.notes
 
 
+@pytest.mark.slow
 def test_a_trunk_whose_worker_died_resumes_from_its_checkpoint_and_its_branches_wait_for_it(ray_local, write_spec, tmp_path):
     # One model size; the trunk long enough to be killed after its first branch point.
     body = wsd_body(tmp_path, axes={"d_model": [16], "n_tokens": [20 * STEP, 500 * STEP]})
@@ -137,7 +140,7 @@ def test_a_trunk_whose_worker_died_resumes_from_its_checkpoint_and_its_branches_
 
 @pytest.mark.slow
 def test_a_driver_killed_mid_sweep_and_rerun_ends_with_one_finished_run_per_point_and_per_trunk(mlflow_server, tmp_path):
-    body = wsd_body(tmp_path, axes={"d_model": [8, 16], "n_tokens": [20 * STEP, 300 * STEP]})
+    body = wsd_body(tmp_path, axes={"d_model": [8], "n_tokens": [20 * STEP, 300 * STEP]})
     body["tracking"] = {"uri": mlflow_server.url, "experiment": f"wsd-driver-{tmp_path.name}"}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(body))
@@ -157,7 +160,7 @@ def test_a_driver_killed_mid_sweep_and_rerun_ends_with_one_finished_run_per_poin
     rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     runs = assert_one_finished_run_per_point_and_per_trunk(spec)
-    assert len(runs) == 6
+    assert len(runs) == 3  # two points and their trunk
 
 
 def test_bad_wsd_input_exits_2_naming_the_field_and_launches_nothing(write_spec, tmp_path):
@@ -176,3 +179,51 @@ def test_bad_wsd_input_exits_2_naming_the_field_and_launches_nothing(write_spec,
         tracking = yaml.safe_load(path.read_text())["tracking"]
         assert not trial_runs(tracking["uri"], tracking["experiment"])  # nothing launched, nothing recorded
         assert not (tmp_path / "checkpoints").exists()
+
+
+def can_unshare_mounts() -> bool:
+    """Whether this machine lets a process mount a file system of its own (root, CAP_SYS_ADMIN)."""
+    return shutil.which("unshare") is not None and subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+def test_on_a_cluster_branches_read_their_trunk_from_the_shared_folder_and_a_node_that_cannot_see_it_is_refused(
+    write_spec, tmp_path
+):
+    from tests.ray_cluster_harness import ClusterHarness
+
+    body = wsd_body(tmp_path, axes={"d_model": [8], "n_tokens": [20 * STEP, 300 * STEP]})
+    path = write_spec(body)
+    with ClusterHarness(tmp_path / "cluster.log", n_nodes=2) as cluster:  # two nodes of one CPU each
+        cluster.start_driver(path, tmp_path / "driver.log")
+        cluster.wait_driver(timeout_s=300)
+        runs = assert_one_finished_run_per_point_and_per_trunk(load_spec(path))
+        node = {key: run.data.tags["worker"].split(":")[0] for key, run in runs.items()}
+        trials = expand_grid(load_spec(path))
+        trunk = next(t for t in trials if t.is_trunk)
+        short = next(t for t in trials if not t.is_trunk and t.config["n_tokens"] == 20 * STEP)
+        assert node[short.key] != node[trunk.key]  # it started on the other node while the trunk trained
+
+        if not can_unshare_mounts():
+            pytest.skip("no mount namespaces here: the unshared-folder half needs root")
+        # A third node whose checkpoint folder is a file system of its own, as on a node without the NFS mount.
+        ray_bin = Path(sys.executable).parent / "ray"
+        joined = f"mount -t tmpfs tmpfs {tmp_path / 'checkpoints'} && exec {ray_bin} start --address {cluster.info['address']} --num-cpus 1 --block"
+        node_log = tmp_path / "private-node.log"
+        private = subprocess.Popen(
+            ["unshare", "-m", "sh", "-c", joined], stdout=open(node_log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            wait_for(lambda: "block forever" in node_log.read_text() or private.poll() is not None, 120, "the private node", every_s=0.5)
+            assert private.poll() is None, node_log.read_text()
+            second = write_spec(body, name="second.yaml")
+            cluster.start_driver(second, tmp_path / "second.log")
+            cluster.driver.wait(timeout=300)
+            output = (tmp_path / "second.log").read_text()
+            assert cluster.driver.returncode == 2, output
+            assert "execution.checkpoint_dir" in output and "is not shared" in output, output
+            spec = load_spec(second)
+            assert not trial_runs(spec.tracking.uri, spec.experiment)  # nothing launched
+        finally:
+            os.killpg(private.pid, signal.SIGTERM)
+            private.wait(timeout=90)

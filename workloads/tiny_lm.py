@@ -26,9 +26,19 @@ own number of steps. Every trial reads the same batches in the same order: batch
 generator seeded by (DATA_SEED, i), independent of the model and seed, so a longer trial sees a
 superset of a shorter one's data (repeating the corpus once D exceeds it).
 
-Checkpoints: with a `CheckpointPolicy` from the reporter, the trial writes model, optimizer, step and
-reported history every `every_s` seconds (atomically), and a retry after a crash resumes from there,
-replaying the earlier evaluations to the reporter; the finished trial leaves its final weights.
+Warmup-stable-decay (`train_wsd`, Hägele et al. 2024): linear warmup over `schedule.warmup` tokens,
+the peak rate held, then a cooldown over the last `cooldown_fraction` of the trial's tokens to
+`min_lr_ratio * lr`, linear or 1-sqrt (`warmup_fraction` is not used). A trunk never cools down; it
+writes a checkpoint at each of its branches' cooldown starts and evaluates wherever a branch would, so
+a branch, which starts from that checkpoint, reports the history of a whole WSD run of its length
+(the same batches, the same steps: equal to it bit for bit on a CPU).
+
+Checkpoints: with a `CheckpointPolicy` from the reporter, the trial writes model, optimizer, step,
+every evaluation so far and its running training totals (float64, since step 0) every `every_s`
+seconds (atomically), and a retry after a crash resumes from there, replaying the earlier evaluations
+to the reporter; the finished trial leaves its final weights. train_loss over any stretch between
+two evaluations is a difference of running totals, which is what lets a branch rebuild its trunk's
+part of its history.
 
 Packing: trials of one shape (same d_model, n_layers, context, batch size) differing only in seed can
 train together with stacked weights (torch.func.functional_call + vmap). One catch, checked with torch
