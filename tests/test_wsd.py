@@ -227,3 +227,17 @@ def test_on_a_cluster_branches_read_their_trunk_from_the_shared_folder_and_a_nod
         finally:
             os.killpg(private.pid, signal.SIGTERM)
             private.wait(timeout=90)
+
+
+@pytest.mark.slow
+def test_the_wsd_benchmark_smoke_run_compares_both_sides():
+    done = subprocess.run(
+        [sys.executable, "bench/wsd.py", "--smoke", "--num-cpus", "2"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=500,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    ratio = next(line for line in out.splitlines() if line.startswith("scratch / WSD"))
+    assert float(ratio.split()[3].rstrip("x")) == pytest.approx(15 / 9.4, rel=0.01)  # D = 1, 2, 4, 8 x D0, 20% cooldowns
+    assert out.count(" / ") >= 12  # a loss from each side for every point
+    assert "CIs overlap:" in out
