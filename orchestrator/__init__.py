@@ -8,7 +8,7 @@
 
 from orchestrator.spec import SpecError, SweepSpec, load_spec, parse_spec
 
-_SWEEP_API = ("plan_sweep", "run_sweep", "sweep_status", "fit_sweep", "report_sweep")
+_SWEEP_API = ("Sweep", "plan_sweep", "run_sweep", "sweep_status", "fit_sweep", "report_sweep")
 
 
 def __getattr__(name: str):
@@ -23,6 +23,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "SpecError",
+    "Sweep",
     "SweepSpec",
     "load_spec",
     "parse_spec",

@@ -22,7 +22,7 @@ from orchestrator.cli import app
 from orchestrator.grid import expand_grid
 from orchestrator.sweep import fit_sweep
 from tests.conftest import REPO
-from tests.test_faults import trial_runs, wait_for
+from tests.sweep_helpers import trial_runs, wait_for
 from workloads.api import Reporter, WSDPart
 from workloads.tiny_lm import CHECKPOINT_FILE, TinyLM
 
