@@ -238,6 +238,20 @@ def _data_field(spec: SweepSpec, workload: Workload) -> str:
     return f"axes.{workload.data_size_param}" if workload.data_size_param in spec.axes else "compute_budgets"
 
 
+def trunk_shares(branch_points: dict[int, TrialSize]) -> dict[int, float]:
+    """Each branch's share of its trunk (FLOPs), by branch data size, from the trunk's size at each
+    branch point: every stretch of trunk between branch points is split evenly among the branches
+    that start after it, so the shares sum to the trunk's compute up to its last branch point."""
+    share = dict.fromkeys(branch_points, 0.0)
+    done = 0.0
+    for size, here in sorted(branch_points.items(), key=lambda item: item[1].n_samples):
+        later = [other for other, there in branch_points.items() if there.n_samples >= here.n_samples]
+        for other in later:
+            share[other] += (here.train_flops - done) / len(later)
+        done = here.train_flops
+    return share
+
+
 def plan_wsd(spec: SweepSpec, workload: Workload, points: list[Trial]) -> list[Trial]:
     """One trunk per model size (every config value but the data size), then every point as a
     cooldown branch of its trunk, each part costliest first. Raises SpecError (naming the field)
@@ -276,15 +290,7 @@ def plan_wsd(spec: SweepSpec, workload: Workload, points: list[Trial]) -> list[T
         checkpoint = checkpoint_policy(spec, key)
         trunks.append(Trial(key, spec.workload, trunk_config, trunk_size, None, checkpoint, WSDRole(part)))
 
-        # Each stretch of trunk between branch points is shared by the branches starting after it.
-        share = dict.fromkeys(sizes, 0.0)
-        done_flops = 0.0
-        for size in sorted(sizes, key=lambda s: at[s][1].n_samples):
-            stretch = at[size][1].train_flops - done_flops
-            later = [s for s in sizes if at[s][1].n_samples >= at[size][1].n_samples]
-            for other in later:
-                share[other] += stretch / len(later)
-            done_flops = at[size][1].train_flops
+        share = trunk_shares({size: sized_at for size, (_, sized_at) in at.items()})
         for point in group:
             size = point.config[data]
             if point.size.n_samples <= at[size][1].n_samples:

@@ -216,7 +216,8 @@ class PackQueue:
 def check_shared_directory(directory: str) -> None:
     """On a cluster of several nodes, every node must see `directory` (execution.checkpoint_dir),
     where WSD branches read their trunk's checkpoints: the driver writes a file there and a task on
-    each alive node looks for it. Raises SpecError naming the nodes that do not see it."""
+    each alive node looks for it. Raises SpecError naming the nodes that do not see it. (A node that
+    joins the cluster later is not checked: a branch there fails, saying which checkpoint it lacks.)"""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]

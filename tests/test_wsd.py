@@ -76,22 +76,22 @@ def test_a_wsd_sweep_records_each_point_as_its_own_run_tagged_with_its_trunk(ray
     trunks = {key for key, t in trials.items() if t.is_trunk}
     client = MlflowClient(spec.tracking.uri)
     for key, run in runs.items():
-        tags, trial = run.data.tags, trials[key]
+        tags, sizes, trial = run.data.tags, run.data.metrics, trials[key]
         if key in trunks:
-            assert tags["wsd_part"] == "trunk" and "spent_flops" not in tags
+            assert tags["wsd_part"] == "trunk" and "spent_flops" not in sizes
             continue
         assert tags["wsd_part"] == "branch" and tags["trunk_key"] == trial.depends_on
-        assert int(tags["branch_step"]) == trial.config["n_tokens"] * 4 // 5
-        assert float(tags["train_flops"]) == pytest.approx(6 * trial.size.n_params * trial.config["n_tokens"], rel=1e-5)
-        assert float(tags["spent_flops"]) == pytest.approx(trial.spent_flops, rel=1e-5)
-        assert float(tags["spent_flops"]) < float(tags["train_flops"])
+        assert sizes["branch_step"] == trial.config["n_tokens"] * 4 // 5
+        assert sizes["train_flops"] == pytest.approx(6 * trial.size.n_params * trial.config["n_tokens"])
+        assert sizes["spent_flops"] == pytest.approx(trial.spent_flops) and sizes["spent_flops"] < sizes["train_flops"]
+        assert sizes["cooldown_flops"] == pytest.approx(6 * trial.size.n_params * trial.config["n_tokens"] / 5)
         resumed = client.get_metric_history(run.info.run_id, "resumed_from_step")
-        assert max(m.value for m in resumed) == int(tags["branch_step"]) // STEP  # it trained its cooldown only
+        assert max(m.value for m in resumed) == sizes["branch_step"] // STEP  # it trained its cooldown only
     parent = client.get_run(runs[next(iter(trunks))].data.tags["mlflow.parentRunId"])
     spent = sum(t.run_flops for t in trials.values())
     assert parent.data.metrics["spent_flops"] == pytest.approx(spent)
     assert parent.data.metrics["from_scratch_flops"] == pytest.approx(sum(t.size.train_flops for t in trials.values() if not t.is_trunk))
-    assert sum(float(r.data.tags.get("spent_flops", 0)) for r in runs.values()) == pytest.approx(spent, rel=1e-5)
+    assert sum(r.data.metrics.get("spent_flops", 0) for r in runs.values()) == pytest.approx(spent)
 
     # The largest branch of the wider model ends where a whole WSD run of its length ends, in-process.
     (point,) = [t for t in trials.values() if not t.is_trunk and t.config["d_model"] == 16 and t.config["n_tokens"] == 80 * STEP]

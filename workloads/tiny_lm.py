@@ -373,7 +373,10 @@ def read_branch_start(folder: Path, config: TinyLMConfig, warmup: int, step: int
     """The trunk's state at a branch's start, checked to be the trunk of this branch."""
     path = folder / CHECKPOINT_FILE
     if not path.exists():
-        raise WorkloadError(f"no trunk checkpoint at {path}: the branch cannot start before its trunk got there")
+        raise WorkloadError(
+            f"no trunk checkpoint at {path} on this machine: a branch starts once its trunk got there, "
+            "on a node that shares execution.checkpoint_dir"
+        )
     state = read_checkpoint(path)
     trunk = state.get("identity", {})
     ours = {k: v for k, v in config.model_dump(mode="json").items() if k != "n_tokens"}
