@@ -32,7 +32,7 @@ from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.fit.isoflop import fit_isoflop
 from orchestrator.grid import Trial, expand_grid, load_workload
 from orchestrator.spec import SpecError, SweepSpec, load_spec
-from orchestrator.driver import Terminated
+from orchestrator.driver import Terminated, interruption
 from orchestrator.tracking import SweepReader, SweepStore, TrackingUnavailable, TrialRecorder
 from orchestrator.tracking import schema
 from orchestrator.tracking.lease import Lease, SweepLocked, describe
@@ -355,22 +355,25 @@ class Sweep:
         lease.acquire(force=force_takeover)
         tags = {SPEC_HASH_TAG: spec_hash(spec), SPEC_IDENTITY_TAG: schema.tag_value(spec_identity(spec))}
         # Every way out ends the parent run in a true state; a second Ctrl-C meanwhile exits at once.
-        with signals_as_exceptions():
+        with signals_as_exceptions() as reclaim_signals:
             try:
                 store.start_sweep(parent, spec.model_dump(mode="json"), len(trials), tags)
                 lease.start()
-                outcome = self._run_trials(address, num_cpus, progress, lease)
+                outcome = self._run_trials(address, num_cpus, progress, lease, reclaim_signals)
             except TrackingUnavailable:
                 lease.release()
                 raise  # nothing can be recorded; the lease lapses and the next run resumes the sweep
             except SweepLocked:
                 raise  # another driver holds the sweep now: its parent run is not ours to end
             except BaseException as err:
-                status = "KILLED" if isinstance(err, (KeyboardInterrupt, Terminated)) else "FAILED"
-                reason = {KeyboardInterrupt: "interrupted (SIGINT)", Terminated: "terminated (SIGTERM)"}.get(type(err))
+                signalled = interruption(err)
+                status = "FAILED" if signalled is None else "KILLED"
+                reason = {KeyboardInterrupt: "interrupted (SIGINT)", Terminated: "terminated (SIGTERM)"}.get(type(signalled))
                 with contextlib.suppress(Exception):
                     store.close_sweep(parent, status, reason or _short(err))
                 lease.release()
+                if signalled is not None and signalled is not err:
+                    raise signalled from None
                 raise
             store.close_sweep(parent, "FINISHED" if outcome.ok else "FAILED", "" if outcome.ok else "some trials failed or diverged")
             lease.release()
@@ -387,7 +390,7 @@ class Sweep:
         if address is None:
             check_fits_locally(self.spec.resources_per_trial, num_cpus)
 
-    def _run_trials(self, address: str | None, num_cpus: int | None, progress: bool, lease: Lease) -> SweepOutcome:
+    def _run_trials(self, address: str | None, num_cpus: int | None, progress: bool, lease: Lease, reclaim_signals) -> SweepOutcome:
         """Settle what earlier drivers left, then train what is not finished; the parent run is open."""
         import ray
 
@@ -413,6 +416,7 @@ class Sweep:
 
         local = address is None and not ray.is_initialized()
         connect(address, num_cpus)
+        reclaim_signals()  # ray.init put its own SIGTERM handlers in place of ours
         if local:
             start_reaper()  # the local Ray goes with this process, however it ends
         if spec.schedule is not None:
