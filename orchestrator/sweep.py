@@ -64,7 +64,13 @@ class SweepPlan:
 
     @property
     def total_flops(self) -> float:
-        return sum(t.size.train_flops for t in self.trials)
+        """What the plan trains (FLOPs): with a WSD schedule its trunks and cooldowns."""
+        return sum(t.run_flops for t in self.trials)
+
+    @property
+    def from_scratch_flops(self) -> float:
+        """What training every point of the grid from scratch would cost (FLOPs), trunks aside."""
+        return sum(t.size.train_flops for t in self.trials if not t.is_trunk)
 
 
 @dataclass
@@ -221,15 +227,21 @@ class Sweep:
 
     @cached_property
     def grid(self) -> pd.DataFrame:
-        """One row per trial of the grid: trial_key, n_params, n_samples, train_flops."""
+        """One row per point of the grid (a WSD trunk is none): trial_key, n_params, n_samples, train_flops."""
+        points = [t for t in self.trials if not t.is_trunk]
         return pd.DataFrame(
             {
-                "trial_key": [t.key for t in self.trials],
-                "n_params": [t.size.n_params for t in self.trials],
-                "n_samples": [t.size.n_samples for t in self.trials],
-                "train_flops": [t.size.train_flops for t in self.trials],
+                "trial_key": [t.key for t in points],
+                "n_params": [t.size.n_params for t in points],
+                "n_samples": [t.size.n_samples for t in points],
+                "train_flops": [t.size.train_flops for t in points],
             }
         )
+
+    @cached_property
+    def trunk_keys(self) -> set[str]:
+        """The trial_keys of a WSD sweep's trunks: trained and recorded, but no point of the grid."""
+        return {t.key for t in self.trials if t.is_trunk}
 
     @cached_property
     def store(self) -> SweepStore:
@@ -263,8 +275,13 @@ class Sweep:
         """Active child runs whose trial the current grid does not have (left out of status and fits),
         as of the last read."""
         runs = self.reader.runs(refresh=False)
-        active = runs[~runs["deleted"]]
-        return int((~schema.trial_keys(active).isin(self.grid["trial_key"])).sum())
+        keys = schema.trial_keys(runs[~runs["deleted"]])
+        return int((~keys.isin(self.grid["trial_key"]) & ~keys.isin(self.trunk_keys)).sum())
+
+    def n_trunks(self) -> int:
+        """Active runs of the WSD trunks of this grid, as of the last read."""
+        runs = self.reader.runs(refresh=False)
+        return int(schema.trial_keys(runs[~runs["deleted"]]).isin(self.trunk_keys).sum())
 
     def n_deleted(self) -> int:
         """Trials of the grid whose runs are all deleted (e.g. in the MLflow UI), as of the last read."""
@@ -280,6 +297,8 @@ class Sweep:
             notes.append(f"{self.n_deleted()} trial(s) of the grid have only deleted runs (MLflow's trash): left out; `run` trains them again")
         if self.n_outside_grid():
             notes.append(f"left out {self.n_outside_grid()} run(s) of trials that are not in the current grid")
+        if self.n_trunks():
+            notes.append(f"left out {self.n_trunks()} WSD trunk run(s): a stable learning rate, never cooled down, is no point of the grid")
         return notes
 
     def results(self, runs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -300,8 +319,9 @@ class Sweep:
         check_grid_size(self.spec, confirmed)
         finished: set[str] = set()
         if not offline and self.parent_run_id is not None:
-            runs = self.runs()
-            finished = set(schema.trial_keys(runs[runs["run_status"] == "FINISHED"]))
+            runs = self.reader.runs()
+            runs = runs[~runs["deleted"] & (runs["run_status"] == "FINISHED")]
+            finished = set(schema.trial_keys(runs)) & {t.key for t in self.trials}  # trunks too
         return SweepPlan(self.spec, self.trials, finished)
 
     def run(
@@ -377,7 +397,7 @@ class Sweep:
         from orchestrator.driver import start_reaper
         from orchestrator.pack import make_packs
         from orchestrator.progress import SweepProgress
-        from orchestrator.scheduler import Scheduler, connect
+        from orchestrator.scheduler import Scheduler, check_shared_directory, connect
 
         started = time.perf_counter()
         spec, store, parent = self.spec, self.store, self._parent_run_id
@@ -385,7 +405,7 @@ class Sweep:
         if store.mark_duplicates(runs):
             runs = self.reader.runs()
         live = store.prepare_resume(runs)  # what a dead driver left; never duplicated
-        live = live[schema.trial_keys(live).isin(self.grid["trial_key"])]
+        live = live[schema.trial_keys(live).isin([t.key for t in self.trials])]  # WSD trunks too
         finished = set(schema.trial_keys(live[live["run_status"] == "FINISHED"]))
         unfinished = one_run_per_trial(live[live["run_status"] != "FINISHED"])
         reusable = dict(zip(schema.trial_keys(unfinished), unfinished["run_id"]))
@@ -399,12 +419,15 @@ class Sweep:
         reclaim_signals()  # ray.init put its own SIGTERM handlers in place of ours
         if local:
             start_reaper()  # the local Ray goes with this process, however it ends
+        if spec.schedule is not None:
+            check_shared_directory(spec.execution.checkpoint_dir)  # WSD branches on other nodes read their trunk there
         scheduler = Scheduler(spec.workload, spec.resources_per_trial, spec.execution)
         packs = make_packs(todo, self.workload, spec.execution.mode, scheduler.n_slots, gpu=scheduler.gpus > 0)
         # MLflow calls happen on the recorder's thread: the scheduler never waits for the tracking store.
         recorder = TrialRecorder(store, parent, reusable)
         dispatched: set[str] = set()
         ended: set[str] = set()
+        done = set(finished)  # trials with a FINISHED run, for what the sweep spent
 
         def on_dispatch(pack: list[Trial]) -> None:
             if recorder.error is not None:
@@ -419,6 +442,8 @@ class Sweep:
         def on_result(trial: Trial, result) -> None:
             recorder.finished(trial, result)
             ended.add(trial.key)
+            if result.status == "finished":
+                done.add(trial.key)
             outcome.counts[result.status] += 1
             bar.finished(result.status)
 
@@ -434,6 +459,12 @@ class Sweep:
                 with contextlib.suppress(Exception):
                     store.kill_runs(interrupted)  # marked now, not at the next run
                 raise
+        # What the sweep spent: each finished trial's own training once (work redone after a crash aside).
+        store.log_sweep_compute(
+            parent,
+            {"spent_flops": sum(t.run_flops for t in self.trials if t.key in done),
+             "from_scratch_flops": sum(t.size.train_flops for t in self.trials if not t.is_trunk)},
+        )  # fmt: skip
         outcome.wall_s = time.perf_counter() - started
         outcome.n_packs = len(packs)
         outcome.recording_s = recorder.busy_s

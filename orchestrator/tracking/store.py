@@ -174,6 +174,11 @@ class SweepStore:
         except Exception as err:  # a read-only artifact store: the spec's identity is in the tags already
             log.warning("could not upload spec.json to the sweep's run (%s); the sweep goes on", err)
 
+    def log_sweep_compute(self, run_id: str, flops: dict[str, float]) -> None:
+        """The sweep's compute totals (FLOPs) as step-0 metrics of its parent run, e.g. spent_flops."""
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(name, float(value), now, 0) for name, value in flops.items()])
+
     def close_sweep(self, run_id: str, status: str, reason: str = "") -> None:
         """End the parent run: FINISHED, FAILED or KILLED, with the reason in a tag when it did not finish."""
         if reason:
