@@ -211,18 +211,20 @@ def open_client(tracking_uri: str, max_outage_s: float = 300.0) -> RetryingClien
     if is_remote(tracking_uri):
         for name, value in MLFLOW_HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
-    client = MlflowClient(tracking_uri=with_sqlite_busy_timeout(tracking_uri))
     db = sqlite_path(tracking_uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        # MLflow creates or upgrades a SQLite store's tables on first use; two processes doing it at
-        # once race in alembic. One at a time, under an exclusive flock of the file (SQLite's own
-        # locks are fcntl locks, which flock does not touch).
-        with open(db, "ab") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                use_write_ahead_log(db)
-                client.search_experiments(max_results=1)
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    if db is None:
+        return RetryingClient(MlflowClient(tracking_uri=tracking_uri), max_outage_s)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    # MLflow creates or upgrades a SQLite store's tables when a client first opens it; two processes
+    # doing it at once race in alembic. One at a time, under an exclusive flock of the file's folder:
+    # never of the file itself, since closing any descriptor of a SQLite file drops the POSIX locks
+    # SQLite holds on it in this process.
+    folder = os.open(db.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        use_write_ahead_log(db)
+        client = MlflowClient(tracking_uri=with_sqlite_busy_timeout(tracking_uri))
+        client.search_experiments(max_results=1)
+    finally:
+        os.close(folder)  # releases the flock
     return RetryingClient(client, max_outage_s)
