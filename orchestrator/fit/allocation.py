@@ -122,6 +122,8 @@ def check_allocation(params, ci, n_boot: int, n_ok: int, problems=(), caveats=()
             found.append("the bootstrap CI of a is not finite")
         elif a_hi - a_lo > guards.MAX_ALLOCATION_CI_WIDTH:
             found.append(f"the CI of a [{a_lo:.2f}, {a_hi:.2f}] is wider than {guards.MAX_ALLOCATION_CI_WIDTH:g}: it spans every published answer")
+        else:
+            found.append(guards.ci_implausible("a", (a_lo, a_hi), guards.PLAUSIBLE_ALLOCATION))
         if n_ok < 0.9 * n_boot:
             notes.append(f"only {n_ok} of {n_boot} resamples gave an allocation")
     else:

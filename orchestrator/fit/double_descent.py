@@ -291,10 +291,9 @@ def _group_label(group) -> str:
 
 
 def format_value(value) -> str:
-    """A group value as a label shows it: integers as such, other numbers to 6 significant digits."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
+    """A group value as a label shows it: as written where short, long floats to 6 significant digits."""
+    text = str(value)
+    return f"{value:.6g}" if isinstance(value, float) and len(text) > 8 else text
 
 
 def double_descent_curves(

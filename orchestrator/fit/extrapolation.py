@@ -117,7 +117,7 @@ def held_out_extrapolation(
     if small.empty or large.empty:
         raise FitError(f"{label}: the threshold {threshold_col}={threshold:.4g} leaves no trials on one side")
     if law == "joint":
-        fit = fit_joint_law(small[size_col], small[data_col], small[y], n_boot=n_boot, y_name=y, label=label)
+        fit = fit_joint_law(small[size_col], small[data_col], small[y], n_boot=n_boot, y_name=y, label=label, goodness=False)
         predicted = fit.predict(large[size_col].to_numpy(float), large[data_col].to_numpy(float))
     else:
         fit = fit_power_law(small[threshold_col], small[y], n_boot=n_boot, x_name=threshold_col, y_name=y, label=label)

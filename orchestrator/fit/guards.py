@@ -9,7 +9,7 @@ The checks, each a small function returning what it found (None when all is well
 - the estimate moved from its start point and is not on a bound of the optimizer;
 - the bootstrap CI is not degenerate: zero width while the residuals are not zero (the resamples
   never moved), or reaching a bound (some resamples ended there);
-- exponents lie in a plausible range (PLAUSIBLE_EXPONENTS);
+- exponents, and their CIs, lie in a plausible range (PLAUSIBLE_EXPONENTS);
 - there are more distinct sizes on each axis than the law has free parameters along it.
 """
 
@@ -110,15 +110,15 @@ def degenerate_ci(ci: Mapping[str, tuple[float, float]], rmse: float, names: Ite
     return None
 
 
-def ci_reaches(name: str, ci: tuple[float, float], lo: float | None, hi: float | None, tol: float = BOUND_TOL) -> str | None:
-    """Some resamples ended on a bound: the CI spans it, so the parameter is not pinned."""
+def ci_implausible(name: str, ci: tuple[float, float], plausible: tuple[float, float] = PLAUSIBLE_EXPONENTS) -> str | None:
+    """A CI that reaches outside the plausible range: some resamples found no scaling (an exponent
+    near 0) or a bound, so the data do not pin the exponent."""
     a, b = ci
+    lo, hi = plausible
     if not (np.isfinite(a) and np.isfinite(b)):
         return f"the bootstrap CI of {name} is not finite"
-    if lo is not None and a <= lo + tol:
-        return f"the CI of {name} [{a:.3g}, {b:.3g}] reaches its bound {lo:g}"
-    if hi is not None and b >= hi - tol:
-        return f"the CI of {name} [{a:.3g}, {b:.3g}] reaches its bound {hi:g}"
+    if a < lo or b > hi:
+        return f"the CI of {name} [{a:.3g}, {b:.3g}] reaches outside the plausible range [{lo:g}, {hi:g}]"
     return None
 
 

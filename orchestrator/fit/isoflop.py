@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scipy import stats
+
 from orchestrator.fit import guards
 from orchestrator.fit.allocation import ALLOCATION_PARAMS, ComputeOptimalFit
 from orchestrator.fit.bootstrap import DEFAULT_CI_LEVEL, DEFAULT_N_BOOT, percentile_ci, resample_counts
@@ -26,6 +28,8 @@ from orchestrator.fit.guards import Identification
 from orchestrator.fit.power_law import FitError
 
 MIN_PROFILE_SIZES = 3  # a parabola needs three distinct model sizes
+# Through 3 sizes the parabola passes exactly: nothing tests it. One more, and its curvature has an error.
+MIN_IDENTIFIED_SIZES = 4
 DEFAULT_BUDGET_TOL = 0.05
 # A parabola in log N is the local shape of a profile; over more than this many decades its
 # asymmetry biases the vertex (Hoffmann et al. 2022 sampled about 1-1.5 decades per budget).
@@ -222,9 +226,14 @@ def _profile(budget, N, D, y, coef, ci_level) -> tuple[IsoFLOPProfile, np.ndarra
 
     problems, caveats = [], []
     vertex = u_opt[0]
+    if len(sizes) < MIN_IDENTIFIED_SIZES:
+        problems.append(f"{len(sizes)} distinct N: the parabola passes through every point, nothing tests it")
     if not c2 > 0:
         problems.append("its parabola opens downward: no minimum")
     else:
+        t_needed, t_c2 = _curvature_t(u, y, coef[0], ci_level)
+        if t_c2 < t_needed:
+            problems.append(f"its curvature is within the scatter (t = {t_c2:.2g} < {t_needed:.2g}): the minimum is not pinned")
         c2_lo = float(np.nanpercentile(coef[1:, 0], (1 - ci_level) / 2 * 100)) if len(coef) > 1 else c2
         rise = c2 * half**2  # loss above the vertex at the grid's edge, for a centred grid
         if not rise > 1e-6 * abs(np.polyval(coef[0], vertex)):
@@ -260,6 +269,19 @@ def _profile(budget, N, D, y, coef, ci_level) -> tuple[IsoFLOPProfile, np.ndarra
         identification=guards.identification(problems, caveats),
     )
     return profile, u_opt, log_d_opt
+
+
+def _curvature_t(u: np.ndarray, y: np.ndarray, coef: np.ndarray, ci_level: float) -> tuple[float, float]:
+    """(t needed, t of c2): the least-squares curvature over its standard error, against Student's t at ci_level."""
+    dof = len(u) - 3
+    if dof < 1:
+        return float("inf"), float("nan")
+    X = np.stack([u * u, u, np.ones_like(u)], axis=1)
+    residual = y - X @ coef
+    s2 = float(residual @ residual) / dof
+    se = float(np.sqrt(s2 * np.linalg.pinv(X.T @ X)[0, 0]))
+    needed = float(stats.t.ppf(0.5 + ci_level / 2, dof))
+    return needed, float(coef[0] / se) if se > 0 else float("inf")
 
 
 def _allocation_lines(log_c: np.ndarray, boot_n: np.ndarray, boot_d: np.ndarray) -> np.ndarray:
@@ -300,6 +322,7 @@ def _goodness(profiles: list[IsoFLOPProfile], used: list[int], log_n_opt: np.nda
         largest_out,
         note,
         int(sum(len(p.y) for p in profiles)),
+        len(loo_pred),
     )
 
 
@@ -356,6 +379,10 @@ def fit_isoflop(
         caveats.append("2 budgets: the power-law form of N_opt(C) is not tested")
     natural = _allocation_lines(np.log10([profiles[k].budget for k in used]), boot_n[:, used], boot_d[:, used])
     problems = []
+    if len(used) < len(profiles) / 2:
+        # A design brackets the optimum at every budget; where most profiles found none, the few
+        # that did are as likely noise.
+        problems.append(f"only {len(used)} of {len(profiles)} budgets have an identified optimum")
     n_ok = int(np.isfinite(natural[1:]).all(axis=1).sum())
     if n_boot and n_ok < 0.5 * n_boot:
         problems.append(f"only {n_ok} of {n_boot} resamples found a minimum in every budget")

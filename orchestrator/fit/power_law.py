@@ -9,7 +9,7 @@ from scipy.optimize import least_squares
 
 from orchestrator.fit import guards
 from orchestrator.fit.bootstrap import percentile_ci, single_threaded_blas
-from orchestrator.fit.goodness import GoodnessOfFit, log_rmse
+from orchestrator.fit.goodness import GoodnessOfFit, log_rmse, loo_indices
 from orchestrator.fit.guards import Identification
 
 PARAM_NAMES = ("E", "A", "alpha")
@@ -19,6 +19,7 @@ MIN_FIT_DISTINCT = 3  # fewer distinct x and the three parameters cannot be solv
 # Three parameters: through 3 distinct sizes the curve passes exactly, leaving no error to test the law.
 MIN_DISTINCT = 4
 GRADIENT_TOL = 1e-6  # per point, on least_squares' first-order optimality
+BOOT_MAX_NFEV = 100
 
 
 class FitError(ValueError):
@@ -108,16 +109,23 @@ class PowerLawFit:
         }
 
 
-def _fit_once(logx: np.ndarray, logy: np.ndarray, starts: list[np.ndarray]):
+def _fit_once(logx: np.ndarray, logy: np.ndarray, starts: list[np.ndarray], max_nfev: int | None = None):
     """Best of several least-squares fits of theta = (ln E, ln A', alpha) on ln L residuals: (solution, its start)."""
 
     def residuals(theta):
         e, a, alpha = theta
         return np.logaddexp(e, a - alpha * logx) - logy
 
+    def jacobian(theta):
+        # d ln(E + A' x^-alpha) / d(ln E, ln A', alpha): the two terms' shares of L, the second times -ln x.
+        e, a, alpha = theta
+        power = a - alpha * logx
+        share = np.exp(power - np.logaddexp(e, power))
+        return np.stack([1.0 - share, share, -logx * share], axis=1)
+
     best, best_start = None, None
     for start in starts:
-        sol = least_squares(residuals, start, method="trf", bounds=(LOWER, UPPER))
+        sol = least_squares(residuals, start, jac=jacobian, method="trf", bounds=(LOWER, UPPER), max_nfev=max_nfev)
         if best is None or sol.cost < best.cost:
             best, best_start = sol, start
     return best, best_start
@@ -138,7 +146,7 @@ def _goodness(x, y, theta, x0, x_name) -> GoodnessOfFit:
 
     rmse = log_rmse(law(theta, x), y)
     loo_pred, loo_obs = [], []
-    for i in range(len(x)):
+    for i in loo_indices(len(x)):
         keep = np.arange(len(x)) != i
         if len(np.unique(x[keep])) < MIN_FIT_DISTINCT:
             continue
@@ -153,7 +161,7 @@ def _goodness(x, y, theta, x0, x_name) -> GoodnessOfFit:
         note = f"{x_name} = {largest:.3g}, {int(held.sum())} points"
     else:
         note = f"needs {MIN_FIT_DISTINCT} distinct {x_name} below the largest"
-    return GoodnessOfFit(rmse, log_rmse(loo_pred, loo_obs) if loo_pred else None, largest_out, note, len(x))
+    return GoodnessOfFit(rmse, log_rmse(loo_pred, loo_obs) if loo_pred else None, largest_out, note, len(x), len(loo_pred))
 
 
 def _identify(x, y, sol, start, point, ci, n_boot, n_ok, x_name) -> Identification:
@@ -174,7 +182,7 @@ def _identify(x, y, sol, start, point, ci, n_boot, n_ok, x_name) -> Identificati
     if n_boot:
         problems += [
             guards.degenerate_ci(ci, rmse),
-            guards.ci_reaches("alpha", ci["alpha"], LOWER[2], UPPER[2]),
+            guards.ci_implausible("alpha", ci["alpha"]),
         ]
         if ci["E"][0] < guards.E_FLOOR_FRACTION * float(y.min()):
             problems.append(f"the CI of E [{ci['E'][0]:.2g}, {ci['E'][1]:.3g}] reaches its bound 0: the floor is not pinned")
@@ -226,7 +234,9 @@ def fit_power_law(
         idx = rng.integers(0, len(x), len(x))
         if len(np.unique(x[idx])) < MIN_FIT_DISTINCT:
             continue
-        boots.append(_fit_once(logx[idx], logy[idx], [theta])[0].x)
+        # Warm-started from the fit, a resample converges in a few steps; one that drifts along a flat
+        # direction (E toward 0) is stopped where it is, which is as far as its CI needs to know.
+        boots.append(_fit_once(logx[idx], logy[idx], [theta], max_nfev=BOOT_MAX_NFEV)[0].x)
     point = _natural(theta, x0)
     samples = _natural(np.array(boots), x0) if boots else None
     if samples is not None:
