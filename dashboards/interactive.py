@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 
 from dashboards.curves import Curve
 from dashboards.labels import DEFAULT_LABELS, Labels, si
-from dashboards.plots import mean_grid
+from dashboards.plots import group_values, mean_grid
 
 TEMPLATE = "plotly_white"
 
@@ -212,7 +212,7 @@ def scaling_figure(
     """Log-log `y` vs `x`: per group the trials (1 trace), the fitted law (1) and its band (1 if kept)."""
     fig = go.Figure()
     curves = curves or {}
-    values = sorted(df[group].unique()) if group else [None]
+    values = group_values(df, group)
     for color, value in zip(_colors(len(values)), values):
         rows = df if value is None else df[df[group] == value]
         name = "trials" if value is None else (value if isinstance(value, str) else f"{group_label or group} = {si(value)}")

@@ -165,6 +165,15 @@ def epoch_heatmaps(
     return fig
 
 
+def group_values(df: pd.DataFrame, group: str | None) -> list:
+    """A group column's values in order: numbers sorted, names (e.g. 'D = 1k') as they first appear."""
+    if not group:
+        return [None]
+    if pd.api.types.is_numeric_dtype(df[group]):
+        return sorted(df[group].unique())
+    return list(dict.fromkeys(df[group]))
+
+
 def _seed_stats(rows: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return rows.groupby(x)[y].agg(["mean", "min", "max"]).sort_index()
 
@@ -232,7 +241,7 @@ def scaling_curves(
     (their law was not identified) show their data alone."""
     fig, ax = _axes(ax)
     curves = curves or {}
-    values = sorted(df[group].unique()) if group else [None]
+    values = group_values(df, group)
     for color, value in zip(_colors(len(values)), values):
         rows = df if value is None else df[df[group] == value]
         stats = _seed_stats(rows, x, y)

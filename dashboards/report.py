@@ -62,6 +62,7 @@ def _scaling_inputs(trials: pd.DataFrame, fits, labels: Labels) -> tuple[pd.Data
     if not laws:
         return None
     columns = [c for c, _ in laws[0].group]
+    trials = trials.sort_values(columns, kind="stable") if columns else trials  # groups drawn in size order
     names = trials[columns].apply(lambda row: labels.group(tuple(zip(columns, row))), axis=1) if columns else "all"
     curves = {labels.group(f.group): curve_from_fit(f) for f in laws if f.identified}
     return trials.assign(curve=names), curves

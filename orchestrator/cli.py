@@ -128,9 +128,10 @@ def report_metric(frame) -> str:
     return next((m for m in ("test_error", "test_loss") if m in frame), "test_error")
 
 
-def print_results(spec: SweepSpec, state: sweep.SweepState) -> None:
+def print_results(spec: SweepSpec, state: sweep.SweepState, counts: bool = True) -> None:
     """Counts per status, then the compact grid (or the best and worst trials) of the final metric."""
-    out.print(counts_table(state.counts, state.pending, f"{spec.name}: trials by status"))
+    if counts:
+        out.print(counts_table(state.counts, state.pending, f"{spec.name}: trials by status"))
     if state.grid_size:
         metric = report_metric(state.trials)
         title = f"{spec.name}: final {metric} (seed mean)"
@@ -293,8 +294,8 @@ def demo(
     spec = read_spec(spec_path)
     with guarded():
         outcome = sweep.run_sweep(spec, num_cpus=num_cpus)
-        print_outcome(spec, outcome)
-        print_results(spec, sweep.sweep_status(spec))
+        print_outcome(spec, outcome)  # has the counts per status: the demo leaves out their table, to fit one screen
+        print_results(spec, sweep.sweep_status(spec), counts=False)
         try:
             fits = sweep.fit_sweep(spec, n_boot=200)  # computed once: the tables and the pictures show the same fits
         except FitError as e:

@@ -80,7 +80,7 @@ def _plain(value):
 
 
 def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, (float, np.floating)) else str(value)
+    return f"{value:.6g}" if isinstance(value, (float, np.floating)) else str(value)
 
 
 def best_per_cell(trials: pd.DataFrame, axes: Sequence[str], metric: str, cells: Sequence[str]) -> tuple[pd.DataFrame, Envelope]:

@@ -25,6 +25,8 @@ import numpy as np
 # 2022: 0.28-0.34; Hestness et al. 2017: 0.07-0.35 for loss, up to 0.5 for error; kernel and random
 # feature rates up to ~1). Outside (0.02, 2) a fit is describing a bound or another curve.
 PLAUSIBLE_EXPONENTS = (0.02, 2.0)
+# An exponent's CI wider than this factor (hi / lo) says nothing about how the loss scales.
+MAX_EXPONENT_CI_RATIO = 10.0
 # N_opt ~ C^a: Kaplan et al. 2020 found a = 0.73, Hoffmann et al. 2022 a = 0.50; Pearce & Song 2024
 # trace the gap to the parameter-count convention. An a outside (0.1, 0.9) puts nearly all extra
 # compute into one of N or D, which no study has found.
@@ -119,6 +121,8 @@ def ci_implausible(name: str, ci: tuple[float, float], plausible: tuple[float, f
         return f"the bootstrap CI of {name} is not finite"
     if a < lo or b > hi:
         return f"the CI of {name} [{a:.3g}, {b:.3g}] reaches outside the plausible range [{lo:g}, {hi:g}]"
+    if b > MAX_EXPONENT_CI_RATIO * a:
+        return f"the CI of {name} [{a:.3g}, {b:.3g}] spans more than a factor of {MAX_EXPONENT_CI_RATIO:g}: the data do not pin it"
     return None
 
 

@@ -119,6 +119,7 @@ class IsoFLOPFit:
     label: str = ""
     identification: Identification = Identification()
     goodness: GoodnessOfFit | None = None
+    designed: bool = False  # the budgets were given (the sweep was designed as IsoFLOP profiles), not grouped by FLOPs
 
     @property
     def identified(self) -> bool:
@@ -162,6 +163,7 @@ class IsoFLOPFit:
         return {
             "kind": "isoflop",
             "method": "Hoffmann et al. 2022 approach 2: parabola in log10 N per compute budget",
+            "budgets": "given by the sweep" if self.designed else "trials whose FLOPs agree within 5%",
             "label": self.label,
             "y_name": self.y_name,
             **self.identification.to_dict(),
@@ -372,7 +374,7 @@ def fit_isoflop(
     left_out = [f"C = {p.budget:.3g} left out: {'; '.join(p.identification.problems)}" for p in profiles if not p.identified]
     if len(used) < 2:
         ident = guards.identification([f"{len(used)} budget(s) with an identified optimum; the N_opt(C) law needs 2"], left_out)
-        return IsoFLOPFit(profiles=tuple(profiles), allocation=None, y_name=y_name, label=label, identification=ident)
+        return IsoFLOPFit(profiles=tuple(profiles), allocation=None, y_name=y_name, label=label, identification=ident, designed=budgets is not None)
     caveats = list(left_out)
     caveats += [f"C = {profiles[k].budget:.3g}: {c}" for k in used for c in profiles[k].identification.caveats]
     if len(used) == 2:
@@ -394,4 +396,5 @@ def fit_isoflop(
         label=label,
         identification=allocation.identification,
         goodness=_goodness(profiles, used, boot_n[0]) if allocation.identified else None,
+        designed=budgets is not None,
     )

@@ -241,10 +241,10 @@ def fit_trials(
         column = N_PARAMS_CONVENTIONS[n_params]
         if column not in trials or trials[column].isna().any():
             raise FitError(f"n_params: with_embeddings needs the column {column}, which this sweep's trials lack (its workload counts N one way)")
-        trials["n_params"] = trials[column].astype(float)
+        trials["n_params"] = pd.to_numeric(trials[column])
         n_params_meaning = "parameters including embeddings"
         if history is not None and column in history:
-            history = history.assign(n_params=history[column].astype(float))
+            history = history.assign(n_params=pd.to_numeric(history[column]))
     noise = _varying(trials, columns.noise)
     budget_col = next((c for c in columns.budgets if c in trials and trials[c].notna().all()), None)
 

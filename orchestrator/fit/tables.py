@@ -148,22 +148,23 @@ def curve_row(result: DoubleDescentResult, width: int) -> str:
 
 
 def curves_table(fits: SweepFits) -> list[str]:
-    """One line per double-descent curve (curve, verdict, threshold, peak (height), rises, p-value);
-    epoch-wise curves without an interior peak share one line."""
-    listed = [*fits.double_descent, *fits.sample_wise, *(r for r in fits.epoch_wise if r.peak_x is not None)]
-    flat = [r for r in fits.epoch_wise if r.peak_x is None]
-    if not listed and not flat:
+    """One line per model-wise and sample-wise double-descent curve (curve, verdict, threshold, peak
+    (height), rises, p-value) and per epoch-wise curve called double descent; the other epoch-wise
+    curves (one per trial configuration) share one line, --verbose gives each its block."""
+    listed = [*fits.double_descent, *fits.sample_wise, *(r for r in fits.epoch_wise if r.double_descent)]
+    rest = [r for r in fits.epoch_wise if not r.double_descent]
+    if not listed and not rest:
         return []
     width = max([len(r.label) for r in listed] + [24])
     lines = [f"double-descent curves of {fits.metric}: interpolation threshold at train error <= {fits.train_tol:g}"]
     lines.append(f"  {'curve':<{width}} {'verdict':<7} {'threshold':>9} {'peak (height)':>18} {'rise left/right':>17}  p (test)")
     lines += [curve_row(r, width) for r in listed]
-    if flat:
-        labels = [r.label.removeprefix("epoch curve ") for r in flat]
+    if rest:
+        peaked = sum(r.peak_x is not None for r in rest)
+        labels = [r.label.removeprefix("epoch curve ") for r in rest]
         shown = ", ".join(labels[:MAX_LISTED_LABELS]) + (f", ... ({len(labels) - MAX_LISTED_LABELS} more)" if len(labels) > MAX_LISTED_LABELS else "")
-        lines.append(f"  {len(flat)} epoch curves with no interior peak (no): {shown}")
-    first = (listed or flat)[0]
-    lines.append(f"  rule: {first.rule}")
+        lines.append(f"  {len(rest)} epoch curves not double descent ({peaked} with a peak the rule rejects; --verbose for each): {shown}")
+    lines.append(f"  rule: {(listed or rest)[0].rule}")
     return lines
 
 
@@ -173,7 +174,7 @@ def sweep_tables(fits: SweepFits) -> list[str]:
     lines = [fits.heading, *fits_table(fits)]
     if fits.allocations():
         lines += allocation_table(fits.allocations())
-    if fits.isoflop is not None:
+    if fits.isoflop is not None and (fits.isoflop.designed or any(p.identified for p in fits.isoflop.profiles)):
         lines += ["IsoFLOP budgets: grid width in log10 N, the vertex's offset from its centre (-1 small end, +1 large end)"]
         lines += fits.isoflop.budget_table()
     if fits.envelope is not None:
