@@ -3,8 +3,9 @@
 Exit codes scripts can trust:
   0  everything asked for finished
   1  the sweep ran, but some trials failed or diverged
-  2  bad input (spec, workload, arguments); nothing was launched
+  2  bad input (spec, workload, arguments), or another driver runs the sweep; nothing was launched
   3  the tracking store or the cluster could not be reached
+  130, 143  interrupted by Ctrl-C or SIGTERM; the sweep's runs are marked KILLED and `run` resumes it
 """
 
 from __future__ import annotations
@@ -25,14 +26,19 @@ from orchestrator.progress import counts_table, results_table
 from orchestrator.fit import FitError, SweepFits
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.spec import SpecError, SweepSpec, load_spec
-from orchestrator.store import TrackingUnavailable
+from orchestrator.driver import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+from orchestrator.submit import BuildError, submit_sweep
+from orchestrator.sweep import Sweep
+from orchestrator.tracking import TrackingUnavailable
+from orchestrator.tracking.lease import SweepLocked
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEMO_SPEC = Path(__file__).resolve().parent.parent / "examples" / "mnist1d_demo.yaml"
 
 app = typer.Typer(
     help="Scaling-law sweeps: a grid of model size x data size trained on Ray, recorded in MLflow, fitted and reported.\n\n"
-    "Exit codes: 0 done, 1 some trials failed, 2 bad input (nothing launched), 3 tracking store or cluster unreachable.",
+    "Exit codes: 0 done, 1 some trials failed, 2 bad input (nothing launched), 3 tracking store or cluster unreachable, "
+    "130/143 interrupted (Ctrl-C/SIGTERM; run again to resume).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -60,8 +66,12 @@ def guarded():
     """Turn the library's errors into exit codes, in one place."""
     try:
         yield
-    except SpecError as e:
+    except (SpecError, SweepLocked) as e:
         raise fail(str(e), EXIT_BAD_INPUT) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted: the sweep's parent run and its unfinished trials are marked KILLED; run again to resume", EXIT_INTERRUPTED) from None
+    except Terminated:
+        raise fail("terminated (SIGTERM): the sweep's parent run and its unfinished trials are marked KILLED; run again to resume", EXIT_TERMINATED) from None
     except TrackingUnavailable as e:
         raise fail(str(e), EXIT_UNREACHABLE) from None
     except ConnectionError as e:
@@ -77,7 +87,7 @@ def plan(spec_path: Path = SpecArg, offline: bool = typer.Option(False, help="do
     """Show the trial table and total compute, and how many trials are already finished. Launches nothing."""
     spec = read_spec(spec_path)
     with guarded():
-        plan_ = sweep.plan_sweep(spec, None if offline else sweep.open_store(spec), confirmed=True)
+        plan_ = Sweep(spec).plan(offline=offline, confirmed=True)
     table = Table(title=f"{spec.name}: {len(plan_.trials)} trials of {spec.workload}")
     for column in ("trial_key", *spec.axes, "N (params)", "D (samples)", "C (FLOPs)", "done"):
         table.add_column(column)
@@ -106,17 +116,48 @@ def run(
     num_cpus: Optional[int] = typer.Option(None, help="CPUs for a new local Ray (default: all)"),
     yes: bool = typer.Option(False, "--yes", "-y", help="confirm a grid larger than execution.max_trials"),
     progress: bool = typer.Option(True, help="show a live progress bar"),
+    extend: bool = typer.Option(False, "--extend", help="accept a spec that differs from the sweep's recorded one: add its trials, keep the old ones still in the grid"),
+    force_takeover: bool = typer.Option(False, "--force-takeover", help="take the sweep over from another driver you know is gone"),
 ):
-    """Run every trial of SPEC that has no FINISHED run in MLflow yet (so running it again resumes)."""
+    """Run every trial of SPEC that has no FINISHED run in MLflow yet (so running it again resumes).
+
+    One driver per sweep: while another driver runs it, this one exits 2 naming it."""
     spec = read_spec(spec_path)
     with guarded():
-        outcome = sweep.run_sweep(spec, address=address, num_cpus=num_cpus, confirmed=yes, progress=progress)
+        sweep_ = Sweep(spec)
+        outcome = sweep_.run(address=address, num_cpus=num_cpus, confirmed=yes, progress=progress, extend=extend, force_takeover=force_takeover)
         print_outcome(spec, outcome)
-        print_results(spec, sweep.sweep_status(spec))
+        print_results(spec, sweep_.status())
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)
 
 
+@app.command()
+def submit(
+    spec_path: Path = SpecArg,
+    address: str = typer.Option("http://127.0.0.1:8265", help="the cluster's Jobs API: its dashboard URL (`ray dashboard CONFIG` forwards it to this default)"),
+    working_dir: Optional[Path] = typer.Option(None, help="folder uploaded with the job, holding the spec (default: the spec's folder)"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="confirm a grid larger than execution.max_trials"),
+):
+    """Run SPEC as a Ray job on a cluster whose nodes need not have scalesweep installed.
+
+    Builds this checkout's wheel into the job's working dir, and the job's runtime_env pip-installs it
+    on every node the sweep uses. Prints the job id and returns; the sweep runs on without this process.
+    """
+    spec = read_spec(spec_path)
+    with guarded():
+        try:
+            job = submit_sweep(spec, spec_path, address, working_dir, confirmed=yes)
+        except BuildError as e:
+            raise fail(str(e), EXIT_BAD_INPUT) from None
+    out.print(f"sweep {spec.name}: submitted as Ray job {job.submission_id} (scalesweep from {job.wheel})", highlight=False)
+    out.print(f"  follow its log:  ray job logs --address {address} --follow {job.submission_id}", highlight=False)
+    out.print(f"  trials so far:   scalesweep status {spec_path}", highlight=False)
+    out.print(f"  stop it:         ray job stop --address {address} {job.submission_id}", highlight=False)
+
+
 def print_outcome(spec: SweepSpec, outcome: sweep.SweepOutcome) -> None:
+    if outcome.took_over_from:
+        out.print(f"took the sweep over from a driver that is gone ({outcome.took_over_from})")
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items())) or "nothing to run"
     out.print(
         f"sweep {spec.name}: {outcome.n_trials} trials, {outcome.n_skipped} already finished, "
@@ -151,7 +192,7 @@ def status(spec_path: Path = SpecArg, trials: bool = typer.Option(False, "--tria
     """The state of a sweep, read from MLflow alone: works while it runs, after a crash, from another machine."""
     spec = read_spec(spec_path)
     with guarded():
-        state = sweep.sweep_status(spec)
+        state = Sweep(spec).status()
     if state.parent_run_id is None:
         out.print(f"sweep {spec.name}: not started ({state.grid_size} trials in the grid)")
         return
@@ -161,6 +202,16 @@ def status(spec_path: Path = SpecArg, trials: bool = typer.Option(False, "--tria
         f"sweep {spec.name} (parent run {state.parent_run_id}): {state.grid_size} trials: "
         f"{summary or 'none recorded'}, {state.pending} pending"
     )
+    if state.driver:
+        out.print(f"driver: {state.driver}")
+    elif state.counts.get("running"):
+        out.print("[yellow]no live driver holds this sweep: its running trials were left by one that is gone; `run` resumes them[/yellow]")
+    if state.n_duplicates:
+        out.print(f"[yellow]{state.n_duplicates} extra finished run(s) of trials that already have one: counted once; `run` marks them duplicate[/yellow]")
+    if state.n_deleted:
+        out.print(f"[yellow]{state.n_deleted} trial(s) have only deleted runs (MLflow's trash): `run` trains them again[/yellow]")
+    if state.n_outside_grid:
+        out.print(f"left out {state.n_outside_grid} run(s) of trials that are not in the current grid")
     now = time.time()
     if state.first_start_s is not None:
         timing = f"first trial started {ago(now - state.first_start_s)} ago, last activity {ago(now - state.last_activity_s)} ago"
@@ -216,7 +267,7 @@ def fit(
     options = fit_options(metric, envelope, n_params)
     with guarded():
         try:
-            fits = sweep.fit_sweep(spec, n_boot=n_boot, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise, **options)
+            fits = Sweep(spec).fit(n_boot=n_boot, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise, **options)
         except FitError as e:
             raise fail(str(e), EXIT_TRIALS_FAILED) from None
     print_fits(fits, verbose)
@@ -250,10 +301,13 @@ def report(
     options = fit_options(metric, envelope, n_params)
     target = out_dir or Path("reports") / spec.name
     with guarded():
+        sweep_ = Sweep(spec)
         try:
-            written = sweep.report_sweep(spec, target, n_boot=n_boot, formats=tuple(formats), **options)
+            written = sweep_.report(target, n_boot=n_boot, formats=tuple(formats), **options)
         except FitError as e:
             raise fail(str(e), EXIT_TRIALS_FAILED) from None
+    for note in sweep_.left_out():
+        out.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     for path in written:
         out.print(f"wrote {path}")
     out.print(f"open {target.resolve() / 'report.html'} in a browser (works offline); also logged to the sweep's MLflow run under report/")
@@ -273,8 +327,8 @@ def ui(spec_path: Path = SpecArg, port: int = typer.Option(5000, help="port on 1
     spec = read_spec(spec_path)
     uri = spec.tracking.uri
     with guarded():
-        store = sweep.open_store(spec)
-        parent = store.find_sweep(spec.name)
+        sweep_ = Sweep(spec)
+        store, parent = sweep_.store, sweep_.parent_run_id
     remote = uri.startswith(("http://", "https://"))
     base = uri.rstrip("/") if remote else f"http://127.0.0.1:{port}"
     url = store.run_url(base, parent) if parent else f"{base}/#/experiments/{store.experiment_id}"
@@ -293,15 +347,16 @@ def demo(
     """Run the MNIST-1D double-descent demo end to end: sweep on local Ray, fits, report."""
     spec = read_spec(spec_path)
     with guarded():
-        outcome = sweep.run_sweep(spec, num_cpus=num_cpus)
+        sweep_ = Sweep(spec)
+        outcome = sweep_.run(num_cpus=num_cpus)
         print_outcome(spec, outcome)  # has the counts per status: the demo leaves out their table, to fit one screen
-        print_results(spec, sweep.sweep_status(spec), counts=False)
+        print_results(spec, sweep_.status(), counts=False)
         try:
-            fits = sweep.fit_sweep(spec, n_boot=200)  # computed once: the tables and the pictures show the same fits
+            fits = sweep_.fit(n_boot=200)  # computed once: the tables and the pictures show the same fits
         except FitError as e:
             raise fail(str(e), EXIT_TRIALS_FAILED) from None
         print_fits(fits)
-        written = sweep.report_sweep(spec, Path("reports") / spec.name, fits=fits)
+        written = sweep_.report(Path("reports") / spec.name, fits=fits)
     out.print(f"report: {written[0].parent.resolve()}/report.html (also logged to the sweep's MLflow run)")
     out.print(f"MLflow UI: scalesweep ui {spec_path}")
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)

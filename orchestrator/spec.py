@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -48,6 +48,8 @@ class Tracking(_Strict):
             raise ValueError(f"{uri!r} is not a tracking URI; expected one of the schemes {', '.join(TRACKING_SCHEMES)}")
         if scheme == "sqlite" and not uri.startswith("sqlite:///"):
             raise ValueError(f"{uri!r}: a SQLite URI needs three slashes, e.g. sqlite:///scalesweep.db")
+        if scheme == "sqlite" and (uri.split("?", 1)[0] in ("sqlite:///", "sqlite:///:memory:") or "mode=memory" in uri):
+            raise ValueError(f"{uri!r} is an in-memory store, which keeps nothing: name a file, e.g. sqlite:///scalesweep.db")
         if scheme in ("http", "https") and not re.match(r"^https?://[^/:\s]+(:\d+)?(/\S*)?$", uri):
             raise ValueError(f"{uri!r} is not a valid http(s) URL")
         return uri
@@ -61,6 +63,11 @@ class Resources(_Strict):
         default="auto", description="'auto': a fraction of a GPU when the cluster has GPUs, none otherwise"
     )
     workers_per_gpu: int = Field(default=8, ge=1, description="worker slots sharing one GPU when gpu is 'auto'")
+    custom_resources: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="Ray custom resources per worker, e.g. {gpu_1x_spot: 0.125}: only nodes that advertise them "
+        "run trials, and an autoscaler launches only node types that have them",
+    )
 
     @field_validator("gpu")
     @classmethod

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from orchestrator import load_spec
 from orchestrator.cli import EXIT_BAD_INPUT, app
-from orchestrator.sweep import open_store
+from orchestrator.sweep import Sweep
 from tests.conftest import REPO
 
 TOY = "tests.toy_fit_workloads:TunedLawToy"
@@ -21,9 +21,8 @@ PRINTED_ALLOCATION = re.compile(r"approach [23] \([^)]*\)\s+\d|^\s+a\s+\d", re.M
 
 
 def logged_fits(spec_path: Path, tmp_path: Path) -> dict:
-    spec = load_spec(spec_path)
-    store = open_store(spec)
-    parent = store.find_sweep(spec.name)
+    sweep = Sweep(load_spec(spec_path))
+    store, parent = sweep.store, sweep.parent_run_id
     return json.loads(Path(store.client.download_artifacts(parent, "fits/fits.json", str(tmp_path))).read_text())
 
 

@@ -21,7 +21,7 @@ from dashboards.labels import DEFAULT_LABELS
 from orchestrator import load_spec
 from orchestrator.cli import app
 from orchestrator.fit import SweepColumns, fit_power_law, fit_trials
-from orchestrator.sweep import open_store
+from orchestrator.sweep import Sweep
 from tests import synthetic_sweeps as synth
 from tests.conftest import REPO
 
@@ -217,7 +217,7 @@ def test_report_command_draws_the_logged_fits_and_logs_the_folder(ray_local, wri
     assert {p.name for p in out.iterdir()} == names
     assert all(nonblank(out / n) for n in names if n.endswith(".png"))
     spec = load_spec(spec_path)
-    store = open_store(spec)
+    store = Sweep(spec).store
     parent = store.find_sweep(spec.name)
     assert set(store.list_artifacts(parent, "report")) == {f"report/{n}" for n in names}
     # One schema, on the run: the fits the pictures were drawn from. The toy follows
