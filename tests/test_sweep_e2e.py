@@ -78,7 +78,7 @@ def test_tiny_mnist1d_sweep_end_to_end(ray_local, mnist_spec, tmp_path):
     assert result.exit_code == 0, result.output
     for name in ("heatmap.png", "report.html"):  # two widths: too few for a double-descent curve
         assert (out / name).stat().st_size > 0
-    assert "fits/fits.json" in store.list_artifacts(parent, "fits")  # the fits the report drew, logged once
+    assert "fits/fits.json" in sweep.store.list_artifacts(parent, "fits")  # the fits the report drew, logged once
     html = (out / "report.html").read_text()
     assert not re.search(r"<script[^>]*\bsrc=", html)  # plotly.js is inlined: opens offline
     assert "Plotly.newPlot" in html

@@ -12,8 +12,8 @@ the peak's value, and every seed at the peak lies above the lowest mean on both 
 check is used rather than a CI of the mean because at the threshold itself the error is
 heavy-tailed (one seed can be 100x another), which makes a t-interval useless there.
 
-With 3 or more seeds the peak must also beat each side's lowest point in a one-sided t-test at
-level `alpha`: paired by seed where seeds share their data and noisy labels along the curve (the
+With 3 or more seeds the peak must also beat each side's lowest point in a one-sided t-test (of
+ln y, as errors are heavy-tailed at the threshold) at level `alpha`: paired by seed where seeds share their data and noisy labels along the curve (the
 same seed at two model sizes saw the same labels, so their difference cancels the labels' luck),
 Welch's unequal-variance test otherwise. The p-value is the larger of the two sides' (the peak
 must beat both).
@@ -45,7 +45,8 @@ RULE = (
     "on each side by at least min_rise x its value, and every seed at the peak lies above the lowest mean on both sides"
 )
 TEST_RULE = (
-    "; with 3+ seeds also a one-sided t-test of the peak against each side's lowest point ({test}) with p < {alpha:g} on both sides"
+    "; with 3+ seeds also a one-sided t-test of ln(test error) at the peak against each side's lowest point ({test}) "
+    "with p < {alpha:g} on both sides"
 )
 
 
@@ -258,10 +259,14 @@ def detect_double_descent(
 def seed_test(peak: pd.DataFrame, side: pd.DataFrame, y: str, seed: str | None) -> tuple[str | None, float | None]:
     """(test name, one-sided p) that `y` at the peak exceeds `y` at a side; (None, None) with < 3 seeds.
 
-    With `seed`, rows are paired by their seed (the seeds both have); otherwise Welch's t-test.
+    With `seed`, rows are paired by their seed (the seeds both have); otherwise Welch's t-test. The
+    test compares ln y where every value is positive: at the interpolation threshold the error is
+    heavy-tailed (one seed 100x another), which a t-test on y itself cannot see past.
     """
+    values = pd.concat([peak[y], side[y]]).to_numpy(float)
+    scale = np.log if np.all(values > 0) else (lambda v: v)
     if seed is not None:
-        per_seed = [rows.groupby(seed, as_index=False)[y].mean() for rows in (peak, side)]
+        per_seed = [rows.assign(**{y: scale(rows[y].to_numpy(float))}).groupby(seed, as_index=False)[y].mean() for rows in (peak, side)]
         both = per_seed[0].merge(per_seed[1], on=seed, suffixes=("_peak", "_side"))
         if len(both) < MIN_TEST_SEEDS:
             return None, None
@@ -271,7 +276,7 @@ def seed_test(peak: pd.DataFrame, side: pd.DataFrame, y: str, seed: str | None) 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             return "paired by seed", float(stats.ttest_rel(diff, np.zeros_like(diff), alternative="greater").pvalue)
-    a, b = peak[y].to_numpy(float), side[y].to_numpy(float)
+    a, b = scale(peak[y].to_numpy(float)), scale(side[y].to_numpy(float))
     if min(len(a), len(b)) < MIN_TEST_SEEDS:
         return None, None
     if np.ptp(a) == 0 and np.ptp(b) == 0:
