@@ -347,6 +347,6 @@ def compute_frontier(
         _si_axis(ax.xaxis)
         _si_axis(ax.yaxis)
         _style(ax, f"{name} vs compute", labels(budget_col), f"{name}: {ylabel}")
-        ax.legend(fontsize=8, frameon=False, loc="upper left")
+        ax.legend(fontsize=8, frameon=False, loc="best")
     fig.suptitle(title or "compute-optimal frontier", fontsize=11, x=0.01, ha="left", fontweight="bold")
     return fig

@@ -33,9 +33,13 @@ def _num(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def _with_ci(fit, name: str) -> str:
+def _value_ci(fit, name: str) -> str:
     lo, hi = fit.ci.get(name, (np.nan, np.nan))
-    return f"{name} {_num(fit.params[name])} [{_num(lo)}, {_num(hi)}]"
+    return f"{_num(fit.params[name])} [{_num(lo)}, {_num(hi)}]"
+
+
+def _with_ci(fit, name: str) -> str:
+    return f"{name} {_value_ci(fit, name)}"
 
 
 def _status(ident) -> str:
@@ -107,18 +111,18 @@ def fits_table(fits: SweepFits) -> list[str]:
                 continue
             shared[key] = (len(rows), [fit])
         rows.append(fit)
-    lines = []
-    name_w = 44
-    head = f"  {'fit':<{name_w}} {'points':>6}  {'rmse':>7} {'loo':>7} {'l-l-o':>7}  {'estimate (95% CI)':<52} status"
-    lines.append(head)
+    entries = []
     for i, fit in enumerate(rows):
         group = next((g for pos, g in shared.values() if pos == i), [fit])
         name = _name(fit)
         if len(group) > 1:
-            labels = ", ".join(f.label for f in group[:3]) + (", ..." if len(group) > 3 else "")
+            labels = ", ".join(f.label for f in group[:2]) + (", ..." if len(group) > 2 else "")
             name = f"{fit.y_name} vs {fit.x_name} [{len(group)} laws: {labels}]"
+        entries.append((name, sum(_points(f) for f in group), fit))
+    name_w = max([len(name) for name, _, _ in entries] + [24])
+    lines = [f"  {'fit':<{name_w}} {'points':>6}  {'rmse':>7} {'loo':>7} {'l-l-o':>7}  {'estimate (95% CI)':<52} status"]
+    for name, points, fit in entries:
         rmse, loo, llo = _goodness(fit)
-        points = sum(_points(f) for f in group)
         lines.append(f"  {name:<{name_w}} {points:>6}  {rmse:>7} {loo:>7} {llo:>7}  {_estimate(fit):<52} {_status(fit.identification)}")
     return lines
 
@@ -129,7 +133,7 @@ def allocation_table(allocations: list[ComputeOptimalFit]) -> list[str]:
     lines.append(f"  {'approach':<24} {'a (95% CI)':<26} {'b (95% CI)':<26} status")
     for alloc in allocations:
         if alloc.identified:
-            a, b = _with_ci(alloc, "a")[2:], _with_ci(alloc, "b")[2:]
+            a, b = _value_ci(alloc, "a"), _value_ci(alloc, "b")
         else:
             a = b = "-"
         lines.append(f"  {alloc.approach:<24} {a:<26} {b:<26} {_status(alloc.identification)}")
