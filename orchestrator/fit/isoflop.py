@@ -21,7 +21,7 @@ import numpy as np
 from scipy import stats
 
 from orchestrator.fit import guards
-from orchestrator.fit.allocation import ALLOCATION_PARAMS, ComputeOptimalFit
+from orchestrator.fit.allocation import ComputeOptimalFit
 from orchestrator.fit.bootstrap import DEFAULT_CI_LEVEL, DEFAULT_N_BOOT, percentile_ci, resample_counts
 from orchestrator.fit.goodness import GoodnessOfFit, log_rmse
 from orchestrator.fit.guards import Identification

@@ -9,7 +9,7 @@ the workload as `SweepColumns`, so nothing here knows any one workload.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
