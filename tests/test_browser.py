@@ -58,4 +58,5 @@ def test_html_report_renders_every_plot_in_headless_chromium(tmp_path, capsys):
             region = image[top : top + int(plot["height"]), left : left + int(plot["width"])]
             drawn = (region.mean(axis=2) < 245).mean()
             coloured = (region.max(axis=2) - region.min(axis=2) > 60).mean()  # data, not just grey axes
-            assert drawn > 0.02 and coloured > 0.003, (plot["title"], drawn, coloured)
+            # A plot of markers alone (a law not drawn) colours about 0.2% of its area; a blank one none.
+            assert drawn > 0.02 and coloured > 0.001, (plot["title"], drawn, coloured)
