@@ -114,3 +114,26 @@ def test_nan_points_are_dropped_not_fitted():
 def test_degenerate_input_is_a_clear_error(mutate, message):
     with pytest.raises(FitError, match=message):
         fit_joint_law(*mutate(*chinchilla_points(0.01)), n_boot=0)
+
+
+def test_the_objective_over_shared_cells_is_the_objective_over_points():
+    """The law is evaluated once per distinct (N, D) and the Huber loss summed over the points: the
+    same value and gradient as evaluating every point."""
+    from orchestrator.fit.joint import Cells, _huber, _log_prediction, huber_objective
+
+    rng = np.random.default_rng(1)
+    log_n = np.log(np.repeat(np.geomspace(1e6, 1e9, 4), 6))
+    log_d = np.log(np.tile(np.repeat(np.geomspace(1e8, 1e11, 3), 2), 4))
+    log_l = np.log(1.7 + 400 * np.exp(-0.34 * log_n) + 410 * np.exp(-0.28 * log_d)) + 0.01 * rng.normal(size=len(log_n))
+    weights = rng.integers(0, 3, len(log_n)).astype(float)
+    theta = np.array([6.0, 6.0, 0.5, 0.3, 0.3])
+
+    value, grad = huber_objective(theta, Cells.of(log_n, log_d), log_l, weights)
+
+    def by_points(t):
+        return float((weights * _huber(_log_prediction(t, log_n, log_d)[0] - log_l, 1e-3)).sum())
+
+    numeric = [(by_points(theta + step) - by_points(theta - step)) / 2e-7 for step in np.eye(5) * 1e-7]
+    assert value == pytest.approx(by_points(theta), rel=1e-12)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-9)
+    assert len(Cells.of(log_n, log_d).log_n) == 12

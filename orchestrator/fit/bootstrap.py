@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 DEFAULT_N_BOOT = 1000
 DEFAULT_CI_LEVEL = 0.95
+# A bootstrap is split over processes once it refits at least this many points in all (points x
+# resamples): below it, forking costs more than it saves. At most MAX_JOBS processes.
+PARALLEL_MIN_WORK = 1_000_000
+MAX_JOBS = 8
 
 
 def resample_counts(n_points: int, n_boot: int, seed: int = 0) -> np.ndarray:
@@ -19,6 +24,14 @@ def resample_counts(n_points: int, n_boot: int, seed: int = 0) -> np.ndarray:
     """
     rng = np.random.default_rng(seed)
     return rng.multinomial(n_points, np.full(n_points, 1.0 / n_points), size=n_boot)
+
+
+def bootstrap_jobs(n_points: int, n_boot: int) -> int:
+    """How many processes a bootstrap of n_boot refits of n_points points is worth: 1 for a small one,
+    else every CPU this process may use (up to MAX_JOBS)."""
+    if n_points * n_boot < PARALLEL_MIN_WORK:
+        return 1
+    return max(1, min(MAX_JOBS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 def percentile_ci(samples: np.ndarray, level: float = DEFAULT_CI_LEVEL) -> tuple[np.ndarray, np.ndarray]:

@@ -23,9 +23,9 @@ the sample-wise view (x = training samples, where a peak means more data hurt).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-
 import warnings
+from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -158,10 +158,16 @@ class DoubleDescentResult:
         }
 
 
-def seed_curve(frame: pd.DataFrame, x: str, y: str, train: str | None = None, ci_level: float = DEFAULT_CI_LEVEL) -> pd.DataFrame:
-    """Mean, std and Student-t CI of the mean of `y` per value of `x` over seeds (rows); NaN y rows dropped."""
+CURVE_COLUMNS = ["x", "mean", "lo", "hi", "std", "min", "max", "n_seeds", "train_mean"]
+
+
+def seed_curves(
+    frame: pd.DataFrame, x: str, y: str, train: str | None = None, groups: Sequence[str] = (), ci_level: float = DEFAULT_CI_LEVEL
+) -> pd.DataFrame:
+    """Mean, std and Student-t CI of the mean of `y` per value of `x` over seeds (rows), per group of
+    the `groups` columns, in one pass over the frame; NaN y rows dropped. One row per (group, x)."""
     rows = frame[np.isfinite(frame[y].astype(float))]
-    grouped = rows.groupby(x, sort=True)
+    grouped = rows.groupby([*groups, x], sort=True)
     curve = grouped[y].agg(["mean", "std", "min", "max", "count"]).reset_index().rename(columns={x: "x", "count": "n_seeds"})
     curve["std"] = curve["std"].fillna(0.0)
     t = stats.t.ppf(0.5 + ci_level / 2, np.maximum(curve["n_seeds"] - 1, 1))
@@ -169,7 +175,12 @@ def seed_curve(frame: pd.DataFrame, x: str, y: str, train: str | None = None, ci
     curve["lo"], curve["hi"] = curve["mean"] - half, curve["mean"] + half
     curve["train_mean"] = grouped[train].mean().to_numpy(float) if train and train in rows else np.nan
     curve["x"] = curve["x"].astype(float)
-    return curve[["x", "mean", "lo", "hi", "std", "min", "max", "n_seeds", "train_mean"]]
+    return curve[[*groups, *CURVE_COLUMNS]]
+
+
+def seed_curve(frame: pd.DataFrame, x: str, y: str, train: str | None = None, ci_level: float = DEFAULT_CI_LEVEL) -> pd.DataFrame:
+    """Mean, std and Student-t CI of the mean of `y` per value of `x` over seeds (rows); NaN y rows dropped."""
+    return seed_curves(frame, x, y, train, (), ci_level)
 
 
 def detect_double_descent(
@@ -185,19 +196,21 @@ def detect_double_descent(
     seed: str = "seed",
     paired: bool = False,
     alpha: float = DEFAULT_ALPHA,
+    curve: pd.DataFrame | None = None,
 ) -> DoubleDescentResult:
     """Landmarks and verdict of one curve; `frame` has one row per (x, seed). See the module docstring.
 
     threshold: 'first' takes the smallest interpolating x (models, epochs), 'last' the largest (samples).
     seed: the column naming a row's seed. paired: seeds share data and noisy labels along x, so the
-    seed-level test pairs them (Welch's test otherwise, or when there is no seed column).
+    seed-level test pairs them (Welch's test otherwise, or when there is no seed column). curve: this
+    frame's `seed_curve`, where the caller computed it for many curves at once.
     """
     if threshold not in ("first", "last"):
         raise FitError(f"{label or y}: threshold must be 'first' or 'last', got {threshold!r}")
     missing = [c for c in (x, y) if c not in frame]
     if missing:
         raise FitError(f"{label or y}: columns {missing} missing; have {sorted(frame.columns)}")
-    curve = seed_curve(frame, x, y, train, ci_level)
+    curve = seed_curve(frame, x, y, train, ci_level) if curve is None else curve.reset_index(drop=True)[CURVE_COLUMNS]
     if len(curve) < MIN_CURVE_POINTS:
         raise FitError(
             f"{label or y}: need at least {MIN_CURVE_POINTS} distinct {x} values with finite {y} to look for a peak, got {len(curve)}"
@@ -319,6 +332,9 @@ def double_descent_curves(
         return [], [f"double descent: no rows with {y!r}"]
     names = [c for c in group_cols if c in frame and c != x]
     groups = frame.groupby(names, sort=True) if names else [((), frame)]
+    ci_level = detector.get("ci_level", DEFAULT_CI_LEVEL)
+    curves = seed_curves(frame, x, y, train, names, ci_level)
+    curve_of = {k if isinstance(k, tuple) else (k,): c for k, c in curves.groupby(names, sort=True)} if names else {(): curves}
     results, skipped, short = [], [], []
     for keys, rows in groups:
         keys = keys if isinstance(keys, tuple) else (keys,)
@@ -328,7 +344,7 @@ def double_descent_curves(
             short.append(label)
             continue
         try:
-            result = detect_double_descent(rows, x, y, train, label=label, **detector)
+            result = detect_double_descent(rows, x, y, train, label=label, curve=curve_of.get(keys), **detector)
             results.append(replace(result, group=group))
         except FitError as err:
             skipped.append(str(err))

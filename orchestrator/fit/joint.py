@@ -59,34 +59,55 @@ def _log_prediction(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray):
 
 
 def _huber(r: np.ndarray, delta: float) -> np.ndarray:
+    """0.5 r^2 within delta, delta (|r| - delta / 2) beyond: both are m (|r| - m / 2) with m = min(|r|, delta)."""
     ar = np.abs(r)
-    return np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
+    m = np.minimum(ar, delta)
+    return m * (ar - 0.5 * m)
 
 
-def huber_objective(theta, log_n, log_d, log_l, weights, delta: float = HUBER_DELTA) -> tuple[float, np.ndarray]:
+@dataclass(frozen=True)
+class Cells:
+    """The points' distinct (log N, log D) pairs and each point's pair: the law is evaluated once per
+    pair (a sweep's seeds share one), the loss summed over the points."""
+
+    log_n: np.ndarray
+    log_d: np.ndarray
+    of_point: np.ndarray
+
+    @classmethod
+    def of(cls, log_n: np.ndarray, log_d: np.ndarray) -> Cells:
+        pairs, of_point = np.unique(np.stack([log_n, log_d], axis=1), axis=0, return_inverse=True)
+        return cls(pairs[:, 0].copy(), pairs[:, 1].copy(), of_point.ravel())
+
+    def shifted(self, n_by: float, d_by: float) -> Cells:
+        return Cells(self.log_n - n_by, self.log_d - d_by, self.of_point)
+
+
+def huber_objective(theta, cells: Cells, log_l, weights, delta: float = HUBER_DELTA) -> tuple[float, np.ndarray]:
     """Weighted sum of Huber losses of log-L residuals, and its analytic gradient in theta."""
-    pred, s1, s2, s3 = _log_prediction(np.asarray(theta), log_n, log_d)
-    r = pred - log_l
-    g = weights * np.clip(r, -delta, delta)
+    pred, s1, s2, s3 = _log_prediction(np.asarray(theta), cells.log_n, cells.log_d)
+    r = pred[cells.of_point] - log_l
+    g = np.bincount(cells.of_point, weights * np.clip(r, -delta, delta), minlength=len(pred))
     gs1, gs2 = g * s1, g * s2
-    grad = np.array([gs1.sum(), gs2.sum(), (g * s3).sum(), -(gs1 * log_n).sum(), -(gs2 * log_d).sum()])
-    return float((weights * _huber(r, delta)).sum()), grad
+    grad = np.array([gs1.sum(), gs2.sum(), g @ s3, -(gs1 @ cells.log_n), -(gs2 @ cells.log_d)])
+    return float(weights @ _huber(r, delta)), grad
 
 
-def _minimise(start, log_n, log_d, log_l, weights, delta) -> tuple[np.ndarray, float, bool, str, float]:
+def _minimise(start, cells: Cells, log_l, weights, delta) -> tuple[np.ndarray, float, bool, str, float]:
     """L-BFGS-B from `start` = (a, b, e, alpha, beta): the optimum in the same coordinates, the
     objective there, whether L-BFGS-B reported success (and its message), and the projected gradient.
 
-    Internally log N and log D are centred (a' = a - alpha mean(log N), likewise b'): the same law,
-    but a' and alpha are nearly uncorrelated, so L-BFGS converges in about half the iterations.
+    Internally log N and log D are centred on the points' means (a' = a - alpha mean(log N), likewise
+    b'): the same law, but a' and alpha are nearly uncorrelated, so L-BFGS converges in about half the
+    iterations.
     """
-    n_mean, d_mean = log_n.mean(), log_d.mean()
+    n_mean, d_mean = cells.log_n[cells.of_point].mean(), cells.log_d[cells.of_point].mean()
     shift = np.array([start[3] * n_mean, start[4] * d_mean, 0.0, 0.0, 0.0])
     bounds = [(None, None)] * 3 + [ALPHA_BETA_BOUNDS] * 2
     sol = minimize(
         huber_objective,
         np.asarray(start, dtype=float) - shift,
-        args=(log_n - n_mean, log_d - d_mean, log_l, weights, delta),
+        args=(cells.shifted(n_mean, d_mean), log_l, weights, delta),
         jac=True,
         method="L-BFGS-B",
         bounds=bounds,
@@ -112,14 +133,14 @@ def _pool_context():
 
 def _bootstrap_chunk(best, N, D, log_l, counts, delta) -> np.ndarray:
     """Refit each resample (a row of multinomial counts) warm-started from `best`; NaN rows where unidentifiable."""
-    log_n, log_d = np.log(N), np.log(D)
+    cells = Cells.of(np.log(N), np.log(D))
     out = np.full((len(counts), 5), np.nan)
     with threadpool_limits(limits=1, user_api="blas"):
         for i, weights in enumerate(counts):
             drawn = weights > 0
             if len(np.unique(N[drawn])) < MIN_DISTINCT or len(np.unique(D[drawn])) < MIN_DISTINCT:
                 continue
-            out[i] = _minimise(best, log_n, log_d, log_l, weights.astype(float), delta)[0]
+            out[i] = _minimise(best, cells, log_l, weights.astype(float), delta)[0]
     return out
 
 
@@ -244,16 +265,22 @@ def _clean_points(N, D, y, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return N, D, y
 
 
-def _best_from_grid(log_n, log_d, log_l, weights, n_starts, delta):
+SCREEN_CHUNK = 250_000  # grid starts x points screened at a time: bounds the screen's memory
+
+
+def _best_from_grid(cells: Cells, log_l, weights, n_starts, delta):
     """Hoffmann's grid screened by the objective, L-BFGS-B from the n_starts best: (best run, its start, starts run)."""
     grid = hoffmann_grid()
-    pred = _log_prediction(grid, log_n, log_d)[0]
-    screened = (weights * _huber(pred - log_l, delta)).sum(axis=1)
+    pred = _log_prediction(grid, cells.log_n, cells.log_d)[0]
+    rows = max(1, SCREEN_CHUNK // len(log_l))
+    screened = np.concatenate(
+        [_huber(pred[i : i + rows][:, cells.of_point] - log_l, delta) @ weights for i in range(0, len(grid), rows)]
+    )
     order = np.argsort(screened, kind="stable")
     starts = grid[order if n_starts is None else order[:n_starts]]
     best, best_start = None, None
     for start in starts:
-        run = _minimise(start, log_n, log_d, log_l, weights, delta)
+        run = _minimise(start, cells, log_l, weights, delta)
         if best is None or run[1] < best[1]:
             best, best_start = run, start
     return best, best_start, len(starts)
@@ -301,6 +328,7 @@ def _identify(N, D, y, run, start, point, ci, n_boot, n_ok) -> Identification:
 def _goodness(N, D, y, best, n_starts, delta) -> GoodnessOfFit:
     """Residual error, leave-one-out (warm-started from the fit) and leave-largest-N-out (a fresh grid search)."""
     log_n, log_d, log_l = np.log(N), np.log(D), np.log(y)
+    cells = Cells.of(log_n, log_d)
 
     def law(theta, n, d):
         return np.exp(_log_prediction(np.asarray(theta), np.log(n), np.log(d))[0])
@@ -313,7 +341,7 @@ def _goodness(N, D, y, best, n_starts, delta) -> GoodnessOfFit:
         rest = weights > 0
         if len(np.unique(N[rest])) < MIN_DISTINCT or len(np.unique(D[rest])) < MIN_DISTINCT:
             continue
-        theta = _minimise(best, log_n, log_d, log_l, weights, delta)[0]
+        theta = _minimise(best, cells, log_l, weights, delta)[0]
         loo_pred[i] = law(theta, N[i : i + 1], D[i : i + 1])[0]
     done = np.isfinite(loo_pred)
     # Hold out the largest model size, or the largest compute (6 N D within 5%) where that holds more
@@ -324,7 +352,7 @@ def _goodness(N, D, y, best, n_starts, delta) -> GoodnessOfFit:
     for held, what in sorted(candidates, key=lambda c: -c[0].sum()):
         below = ~held
         if len(np.unique(N[below])) >= MIN_DISTINCT and len(np.unique(D[below])) >= MIN_DISTINCT and below.sum() >= MIN_POINTS:
-            run, _, _ = _best_from_grid(log_n[below], log_d[below], log_l[below], np.ones(int(below.sum())), n_starts, delta)
+            run, _, _ = _best_from_grid(Cells.of(log_n[below], log_d[below]), log_l[below], np.ones(int(below.sum())), n_starts, delta)
             largest_out = log_rmse(law(run[0], N[held], D[held]), y[held])
             note = f"{what}, {int(held.sum())} points"
             break
@@ -356,8 +384,8 @@ def fit_joint_law(
     """
     label = label or y_name
     N, D, y = _clean_points(N, D, y, label)
-    log_n, log_d, log_l = np.log(N), np.log(D), np.log(y)
-    run, start, n_run = _best_from_grid(log_n, log_d, log_l, np.ones_like(log_l), n_starts, delta)
+    log_l = np.log(y)
+    run, start, n_run = _best_from_grid(Cells.of(np.log(N), np.log(D)), log_l, np.ones_like(log_l), n_starts, delta)
     best, best_f = run[0], run[1]
 
     counts = resample_counts(len(y), n_boot, seed)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from orchestrator.fit import tables
 from orchestrator.fit.allocation import ComputeOptimalFit
-from orchestrator.fit.bootstrap import DEFAULT_N_BOOT
+from orchestrator.fit.bootstrap import DEFAULT_N_BOOT, bootstrap_jobs
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL, DoubleDescentResult, double_descent_curves, format_value
 from orchestrator.fit.envelope import Envelope, best_per_cell
 from orchestrator.fit.extrapolation import ExtrapolationResult, held_out_extrapolation
@@ -291,7 +291,12 @@ def fit_trials(
         levels = ", ".join(f"{c} in {sorted(trials[c].unique().tolist())}" for c in noise)
         skipped.append(f"joint L(N, D), IsoFLOP and extrapolation: label noise varies ({levels}); they describe one noise level")
     else:
-        joint = attempt("joint L(N, D)", lambda: fit_joint_law(trials["n_params"], trials["n_samples"], trials[metric], n_boot=n_boot, y_name=metric))
+        joint = attempt(
+            "joint L(N, D)",
+            lambda: fit_joint_law(
+                trials["n_params"], trials["n_samples"], trials[metric], n_boot=n_boot, y_name=metric, n_jobs=bootstrap_jobs(len(trials), n_boot)
+            ),
+        )
         isoflop = attempt(
             "IsoFLOP",
             lambda: fit_isoflop(
