@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from orchestrator.spec import SpecError, SweepSpec
-from workloads.api import CheckpointPolicy, TrialSize, Workload, WorkloadError, resolve_workload
+from workloads.api import CheckpointPolicy, TrialSize, Workload, WorkloadError, make_workload
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def trial_key(workload: str, config: dict[str, Any]) -> str:
 
 def load_workload(spec: SweepSpec) -> Workload:
     try:
-        return resolve_workload(spec.workload)()
+        return make_workload(spec.workload)
     except WorkloadError as err:
         raise SpecError(f"workload: {err}") from None
 

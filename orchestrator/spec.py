@@ -230,7 +230,7 @@ def _axis_value(value: Any) -> Any:
     if isinstance(value, str):
         return _visible(value)
     if not isinstance(value, (bool, int, float)):
-        raise ValueError(f"{value!r} is not a number, text or true/false")
+        raise ValueError(f"{'null' if value is None else repr(value)} is not a number, text or true/false")
     _number_in_bounds(value)
     return value
 
@@ -352,7 +352,7 @@ class SweepSpec(_Strict):
         description="each key a workload parameter, each value the list of its grid values"
     )
     params: dict[Name, ParamValue] = Field(default_factory=dict, description="fixed workload parameters shared by every trial")
-    compute_budgets: list[Annotated[float, Field(gt=0, le=MAX_BUDGET_FLOPS)]] | None = Field(
+    compute_budgets: list[float] | None = Field(
         default=None,
         description="training compute budgets C (FLOPs): each trial of each budget gets D = C / (6 N) of the "
         "workload's data size (tokens), N from its model-size axis (IsoFLOP profiles)",
@@ -378,9 +378,9 @@ class SweepSpec(_Strict):
                 raise ValueError(f"axis {key!r} is empty")
             kinds = sorted({_kind(v) for v in values})
             if len(kinds) > 1:
-                raise ValueError(f"axis {key!r} mixes {' and '.join(kinds)}: {values}; give every value of an axis one type")
+                raise ValueError(f"axis {key!r} mixes {', '.join(kinds)}: {_shown(values)}; give every value of an axis one type")
             if len(set(values)) != len(values):  # 10 and 10.0 are one value
-                raise ValueError(f"axis {key!r} repeats a value: {values}")
+                raise ValueError(f"axis {key!r} repeats a value: {_shown(values)}")
         return axes
 
     @field_validator("compute_budgets")
@@ -390,6 +390,12 @@ class SweepSpec(_Strict):
             return None
         if not budgets:
             raise ValueError("give at least one budget (FLOPs) or leave compute_budgets out")
+        for budget in budgets:
+            if not 0 < budget <= MAX_BUDGET_FLOPS:
+                raise ValueError(
+                    f"{budget:g} FLOPs: a budget must be positive and at most {MAX_BUDGET_FLOPS:g} "
+                    "(the largest training runs so far used about 5e26)"
+                )
         if len(set(budgets)) != len(budgets):
             raise ValueError(f"a budget is repeated: {budgets}")
         return budgets
@@ -398,7 +404,7 @@ class SweepSpec(_Strict):
     def _axes_and_params_disjoint(self) -> SweepSpec:
         both = sorted(set(self.axes) & set(self.params))
         if both:
-            raise ValueError(f"{both} given both as axes and as fixed params; keep each in one place")
+            raise ValueError(f"params: {both} given both as axes and as fixed params; keep each in one place")
         if self.grid_size > MAX_TRIALS:
             raise ValueError(f"axes: the grid has {self.grid_size:,} trials; a sweep holds at most {MAX_TRIALS:,}")
         return self
@@ -450,7 +456,7 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
             message = problem["msg"].removeprefix("Value error, ")
             if "input" in problem and problem["type"] not in ("value_error",) and loc[-1:] != ("uri",):
                 message += f" (got {_shown(problem['input'])})"
-        lines.append(f"{source}: {where}: {message}")
+        lines.append(f"{source}: {where}: {message}" if loc else f"{source}: {message}")
     return "\n".join(lines)
 
 
