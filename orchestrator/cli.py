@@ -3,69 +3,106 @@
 Exit codes scripts can trust:
   0  everything asked for finished
   1  the sweep ran, but some trials failed or diverged
-  2  bad input (spec, workload, arguments); nothing was launched
-  3  the tracking store or the cluster could not be reached
+  2  bad input (spec, workload, arguments, output path); nothing was launched
+  3  the tracking store or the cluster could not be reached or refused the request
+  4  an internal error (a bug in scalesweep); `--debug` shows the traceback
+
+Errors are raised as typed exceptions where they are found and turned into an exit code and one
+line on stderr only here, in `OneErrorPath`; a traceback is printed only with `--debug`.
 """
 
 from __future__ import annotations
 
+import errno
+import socket
 import subprocess
 import sys
+import tempfile
 import time
-from contextlib import contextmanager
+import traceback
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from orchestrator import sweep
 from orchestrator.progress import counts_table, results_table
 from orchestrator.fit import FitError, SweepFits
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
+from orchestrator.redact import redact_secrets
 from orchestrator.spec import SpecError, SweepSpec, load_spec
 from orchestrator.store import TrackingUnavailable
+from workloads.api import WorkloadError
 
-EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 DEMO_SPEC = Path(__file__).resolve().parent.parent / "examples" / "mnist1d_demo.yaml"
 
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def print_error(message: str) -> None:
+    """`error: message` on stderr: credentials masked, never read as rich markup (a value may hold brackets)."""
+    err.print(Text.assemble(("error: ", "red"), redact_secrets(message)), highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    print_error(message)
+    return typer.Exit(code)
+
+
+def failure(error: Exception) -> tuple[int, str]:
+    """The exit code and the line for an exception a command let through."""
+    if isinstance(error, (SpecError, WorkloadError)):
+        return EXIT_BAD_INPUT, str(error)
+    if isinstance(error, TrackingUnavailable):
+        return EXIT_UNREACHABLE, str(error)
+    if isinstance(error, ConnectionError):  # what ray.init raises for a cluster it cannot join
+        return EXIT_UNREACHABLE, f"cannot reach the Ray cluster: {error}"
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return EXIT_INTERNAL, f"internal error: {error.__class__.__name__}: {first_line} (run with --debug for the traceback)"
+
+
+class OneErrorPath(TyperGroup):
+    """Every command's failure becomes its exit code and one line on stderr, here and nowhere else."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # a command's own exit code, and the parser's usage errors (exit 2)
+        except KeyboardInterrupt:
+            print_error("interrupted; run the same command again to resume")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as error:
+            code, message = failure(error)
+            if ctx.params.get("debug"):
+                traceback.print_exception(error, file=sys.stderr)
+            print_error(message)
+            raise typer.Exit(code) from None
+
+
 app = typer.Typer(
+    cls=OneErrorPath,
     help="Scaling-law sweeps: a grid of model size x data size trained on Ray, recorded in MLflow, fitted and reported.\n\n"
-    "Exit codes: 0 done, 1 some trials failed, 2 bad input (nothing launched), 3 tracking store or cluster unreachable.",
+    "Exit codes: 0 done, 1 some trials failed, 2 bad input (nothing launched), 3 tracking store or cluster "
+    "unreachable or refusing, 4 internal error.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 SpecArg = typer.Argument(..., help="sweep spec (YAML): workload, axes, params, resources, tracking", show_default=False)
 
 
-def fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def read_spec(path: Path) -> SweepSpec:
-    try:
-        return load_spec(path)
-    except SpecError as e:
-        raise fail(str(e), EXIT_BAD_INPUT) from None
-
-
-@contextmanager
-def guarded():
-    """Turn the library's errors into exit codes, in one place."""
-    try:
-        yield
-    except SpecError as e:
-        raise fail(str(e), EXIT_BAD_INPUT) from None
-    except TrackingUnavailable as e:
-        raise fail(str(e), EXIT_UNREACHABLE) from None
-    except ConnectionError as e:
-        raise fail(f"cannot reach the Ray cluster: {e}", EXIT_UNREACHABLE) from None
+@app.callback()
+def options(debug: bool = typer.Option(False, "--debug", help="print the traceback of an error, too")):
+    """Options for every command (give them before the command: scalesweep --debug run SPEC)."""
 
 
 def fmt_flops(flops: float) -> str:
@@ -75,9 +112,8 @@ def fmt_flops(flops: float) -> str:
 @app.command()
 def plan(spec_path: Path = SpecArg, offline: bool = typer.Option(False, help="do not look up finished trials in MLflow")):
     """Show the trial table and total compute, and how many trials are already finished. Launches nothing."""
-    spec = read_spec(spec_path)
-    with guarded():
-        plan_ = sweep.plan_sweep(spec, None if offline else sweep.open_store(spec), confirmed=True)
+    spec = load_spec(spec_path)
+    plan_ = sweep.plan_sweep(spec, None if offline else sweep.open_store(spec), confirmed=True)
     table = Table(title=f"{spec.name}: {len(plan_.trials)} trials of {spec.workload}")
     for column in ("trial_key", *spec.axes, "N (params)", "D (samples)", "C (FLOPs)", "done"):
         table.add_column(column)
@@ -108,11 +144,10 @@ def run(
     progress: bool = typer.Option(True, help="show a live progress bar"),
 ):
     """Run every trial of SPEC that has no FINISHED run in MLflow yet (so running it again resumes)."""
-    spec = read_spec(spec_path)
-    with guarded():
-        outcome = sweep.run_sweep(spec, address=address, num_cpus=num_cpus, confirmed=yes, progress=progress)
-        print_outcome(spec, outcome)
-        print_results(spec, sweep.sweep_status(spec))
+    spec = load_spec(spec_path)
+    outcome = sweep.run_sweep(spec, address=address, num_cpus=num_cpus, confirmed=yes, progress=progress)
+    print_outcome(spec, outcome)
+    print_results(spec, sweep.sweep_status(spec))
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)
 
 
@@ -148,9 +183,8 @@ def ago(seconds: float) -> str:
 @app.command()
 def status(spec_path: Path = SpecArg, trials: bool = typer.Option(False, "--trials", help="list every trial")):
     """The state of a sweep, read from MLflow alone: works while it runs, after a crash, from another machine."""
-    spec = read_spec(spec_path)
-    with guarded():
-        state = sweep.sweep_status(spec)
+    spec = load_spec(spec_path)
+    state = sweep.sweep_status(spec)
     if state.parent_run_id is None:
         out.print(f"sweep {spec.name}: not started ({state.grid_size} trials in the grid)")
         return
@@ -194,12 +228,11 @@ def fit(
 
     Prints the summaries and logs them as fits/fits.json to the sweep's parent run.
     """
-    spec = read_spec(spec_path)
-    with guarded():
-        try:
-            fits = sweep.fit_sweep(spec, n_boot=n_boot, metric=metric, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise)
-        except FitError as e:
-            raise fail(str(e), EXIT_TRIALS_FAILED) from None
+    spec = load_spec(spec_path)
+    try:
+        fits = sweep.fit_sweep(spec, n_boot=n_boot, metric=metric, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise)
+    except FitError as e:
+        raise fail(str(e), EXIT_TRIALS_FAILED) from None
     print_fits(fits)
     if not fits.n_fits:
         raise typer.Exit(EXIT_TRIALS_FAILED)
@@ -222,16 +255,43 @@ def report(
     n_boot: int = typer.Option(200, help="bootstrap resamples for the fits' CI bands"),
 ):
     """Write the pictures (heatmaps, double descent, scaling, IsoFLOP), an interactive HTML page and fits.json; log them to the sweep's parent run."""
-    spec = read_spec(spec_path)
+    spec = load_spec(spec_path)
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad:
         raise fail(f"--format: {bad[0]!r} is not one of png, svg, pdf", EXIT_BAD_INPUT)
     target = out_dir or Path("reports") / spec.name
-    with guarded():
+    check_writable_folder(target, "--out")
+    try:
         written = sweep.report_sweep(spec, target, n_boot=n_boot, formats=tuple(formats))
+    except OSError as error:  # the tracking store's own errors arrive typed; this is the report's files
+        raise fail(f"--out {target}: cannot write the report: {error.strerror or error}", EXIT_BAD_INPUT) from None
     for path in written:
         out.print(f"wrote {path}")
     out.print(f"open {target.resolve() / 'report.html'} in a browser (works offline); also logged to the sweep's MLflow run under report/")
+
+
+def check_writable_folder(folder: Path, option: str) -> None:
+    """Refuse an output folder that cannot take files (a file in the way, read-only, not ours)
+    before anything is computed; a disk that fills up while writing is caught where it happens."""
+    if folder.exists() and not folder.is_dir():
+        raise fail(f"{option} {folder}: a file is in the way; give a folder", EXIT_BAD_INPUT)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # os.access says yes to root on a read-only mount
+            pass
+    except OSError as error:
+        raise fail(f"{option} {folder}: cannot write there ({error.strerror})", EXIT_BAD_INPUT) from None
+
+
+def check_port_free(port: int) -> None:
+    """Refuse a port another server holds: the UI would fail to start while the URL we print led to that server."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the UI's server does: TIME_WAIT is no conflict
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            code = EXIT_UNREACHABLE if error.errno == errno.EADDRINUSE else EXIT_BAD_INPUT
+            raise fail(f"--port {port}: cannot listen on 127.0.0.1:{port} ({error.strerror}); pick another port", code) from None
 
 
 def tracking_ui_command(uri: str, port: int) -> list[str]:
@@ -240,24 +300,30 @@ def tracking_ui_command(uri: str, port: int) -> list[str]:
 
 
 @app.command()
-def ui(spec_path: Path = SpecArg, port: int = typer.Option(5000, help="port on 127.0.0.1")):
+def ui(spec_path: Path = SpecArg, port: int = typer.Option(5000, min=1, max=65535, help="port on 127.0.0.1")):
     """Start the MLflow UI on 127.0.0.1 for the spec's tracking store and print the sweep's URL.
 
     With an http(s) tracking URI the server already is the UI: print the URL and start nothing.
     """
-    spec = read_spec(spec_path)
+    spec = load_spec(spec_path)
     uri = spec.tracking.uri
-    with guarded():
-        store = sweep.open_store(spec)
-        parent = store.find_sweep(spec.name)
     remote = uri.startswith(("http://", "https://"))
+    if not remote:
+        check_port_free(port)
+    store = sweep.open_store(spec)
+    parent = store.find_sweep(spec.name)
     base = uri.rstrip("/") if remote else f"http://127.0.0.1:{port}"
     url = store.run_url(base, parent) if parent else f"{base}/#/experiments/{store.experiment_id}"
     out.print(f"sweep {spec.name}: {url}" + ("" if parent else "  (not run yet: the experiment)"))
     if remote:
         return
     out.print("MLflow UI listening on 127.0.0.1 only; press Ctrl-C to stop")
-    raise typer.Exit(subprocess.call(tracking_ui_command(store.tracking_uri, port)))
+    try:
+        code = subprocess.call(tracking_ui_command(store.tracking_uri, port))
+    except KeyboardInterrupt:  # how a user stops the UI
+        raise typer.Exit(EXIT_OK) from None
+    if code not in (0, -2, 130):  # -2/130: it stopped on the user's Ctrl-C
+        raise fail(f"the MLflow UI on 127.0.0.1:{port} exited with code {code}", EXIT_UNREACHABLE)
 
 
 @app.command()
@@ -266,13 +332,12 @@ def demo(
     num_cpus: Optional[int] = typer.Option(None, help="CPUs for local Ray (default: all)"),
 ):
     """Run the MNIST-1D double-descent demo end to end: sweep on local Ray, fits, report."""
-    spec = read_spec(spec_path)
-    with guarded():
-        outcome = sweep.run_sweep(spec, num_cpus=num_cpus)
-        print_outcome(spec, outcome)
-        print_results(spec, sweep.sweep_status(spec))
-        print_fits(sweep.fit_sweep(spec, n_boot=200))
-        written = sweep.report_sweep(spec, Path("reports") / spec.name)
+    spec = load_spec(spec_path)
+    outcome = sweep.run_sweep(spec, num_cpus=num_cpus)
+    print_outcome(spec, outcome)
+    print_results(spec, sweep.sweep_status(spec))
+    print_fits(sweep.fit_sweep(spec, n_boot=200))
+    written = sweep.report_sweep(spec, Path("reports") / spec.name)
     out.print(f"report: {written[0].parent.resolve()}/report.html (also logged to the sweep's MLflow run)")
     out.print(f"MLflow UI: scalesweep ui {spec_path}")
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)
