@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Token auth for the local Ray; set RAY_AUTH_MODE=disabled yourself to opt out.
 export RAY_AUTH_MODE ?= token
 
-.PHONY: setup browser demo test clean
+.PHONY: setup browser postgres demo test clean
 
 setup: $(STAMP)
 
@@ -30,7 +30,15 @@ browser:
 		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }; \
 	else echo "make browser: no $(CHROMIUM) and no root apt-get; the browser test will fail until Chromium is installed" >&2; fi
 
-test: setup browser
+# Tests run an mlflow server on a real PostgreSQL: Debian's postgresql package, installed the same way.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }; \
+	else echo "make postgres: no PostgreSQL and no root apt-get; the PostgreSQL tests will fail until it is installed" >&2; fi
+
+test: setup browser postgres
 	SCALESWEEP_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
 
 clean:

@@ -108,8 +108,7 @@ def run_tune(axes: dict, params: dict, tracking_uri: str, storage: str) -> Measu
 
 def run_scalesweep(axes: dict, params: dict, tracking_uri: str, mode: str = "auto") -> Measured:
     from orchestrator import parse_spec, run_sweep
-    from orchestrator.results import load_trials
-    from orchestrator.sweep import open_store
+    from orchestrator.sweep import Sweep
 
     spec = parse_spec(
         {
@@ -127,7 +126,7 @@ def run_scalesweep(axes: dict, params: dict, tracking_uri: str, mode: str = "aut
     wall = time.perf_counter() - started
     if not outcome.ok:
         raise RuntimeError(f"scalesweep trials failed: {dict(outcome.counts)}")
-    trials = load_trials(open_store(spec), outcome.parent_run_id)
+    trials = Sweep(spec).results()
     errors = {(row["width"], row["n_train"], row["seed"]): row["test_error"] for _, row in trials.iterrows()}
     label = "scalesweep" if mode == "pack" else f"scalesweep ({mode})"
     print(f"  {label}: {outcome.n_submitted} trials in {outcome.n_packs} packs; {outcome.recording_s:.1f} s in MLflow calls")

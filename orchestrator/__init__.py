@@ -7,10 +7,11 @@
 """
 
 from orchestrator.spec import SpecError, SweepSpec, load_spec, parse_spec
-from orchestrator.sweep import fit_sweep, plan_sweep, report_sweep, run_sweep, sweep_status
+from orchestrator.sweep import Sweep, fit_sweep, plan_sweep, report_sweep, run_sweep, sweep_status
 
 __all__ = [
     "SpecError",
+    "Sweep",
     "SweepSpec",
     "load_spec",
     "parse_spec",

@@ -35,7 +35,8 @@ from orchestrator.fit import FitError, SweepFits
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.redact import redact_secrets
 from orchestrator.spec import SpecError, SweepSpec, load_spec
-from orchestrator.store import TrackingUnavailable
+from orchestrator.sweep import Sweep
+from orchestrator.tracking import TrackingUnavailable
 from workloads.api import WorkloadError
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
@@ -113,7 +114,7 @@ def fmt_flops(flops: float) -> str:
 def plan(spec_path: Path = SpecArg, offline: bool = typer.Option(False, help="do not look up finished trials in MLflow")):
     """Show the trial table and total compute, and how many trials are already finished. Launches nothing."""
     spec = load_spec(spec_path)
-    plan_ = sweep.plan_sweep(spec, None if offline else sweep.open_store(spec), confirmed=True)
+    plan_ = Sweep(spec).plan(offline=offline, confirmed=True)
     table = Table(title=f"{spec.name}: {len(plan_.trials)} trials of {spec.workload}")
     for column in ("trial_key", *spec.axes, "N (params)", "D (samples)", "C (FLOPs)", "done"):
         table.add_column(column)
@@ -145,9 +146,10 @@ def run(
 ):
     """Run every trial of SPEC that has no FINISHED run in MLflow yet (so running it again resumes)."""
     spec = load_spec(spec_path)
-    outcome = sweep.run_sweep(spec, address=address, num_cpus=num_cpus, confirmed=yes, progress=progress)
+    sweep_ = Sweep(spec)
+    outcome = sweep_.run(address=address, num_cpus=num_cpus, confirmed=yes, progress=progress)
     print_outcome(spec, outcome)
-    print_results(spec, sweep.sweep_status(spec))
+    print_results(spec, sweep_.status())
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)
 
 
@@ -184,7 +186,7 @@ def ago(seconds: float) -> str:
 def status(spec_path: Path = SpecArg, trials: bool = typer.Option(False, "--trials", help="list every trial")):
     """The state of a sweep, read from MLflow alone: works while it runs, after a crash, from another machine."""
     spec = load_spec(spec_path)
-    state = sweep.sweep_status(spec)
+    state = Sweep(spec).status()
     if state.parent_run_id is None:
         out.print(f"sweep {spec.name}: not started ({state.grid_size} trials in the grid)")
         return
@@ -194,6 +196,8 @@ def status(spec_path: Path = SpecArg, trials: bool = typer.Option(False, "--tria
         f"sweep {spec.name} (parent run {state.parent_run_id}): {state.grid_size} trials: "
         f"{summary or 'none recorded'}, {state.pending} pending"
     )
+    if state.n_outside_grid:
+        out.print(f"left out {state.n_outside_grid} run(s) of trials that are not in the current grid")
     now = time.time()
     if state.first_start_s is not None:
         timing = f"first trial started {ago(now - state.first_start_s)} ago, last activity {ago(now - state.last_activity_s)} ago"
@@ -230,7 +234,7 @@ def fit(
     """
     spec = load_spec(spec_path)
     try:
-        fits = sweep.fit_sweep(spec, n_boot=n_boot, metric=metric, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise)
+        fits = Sweep(spec).fit(n_boot=n_boot, metric=metric, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise)
     except FitError as e:
         raise fail(str(e), EXIT_TRIALS_FAILED) from None
     print_fits(fits)
@@ -262,7 +266,7 @@ def report(
     target = out_dir or Path("reports") / spec.name
     check_writable_folder(target, "--out")
     try:
-        written = sweep.report_sweep(spec, target, n_boot=n_boot, formats=tuple(formats))
+        written = Sweep(spec).report(target, n_boot=n_boot, formats=tuple(formats))
     except OSError as error:  # the tracking store's own errors arrive typed; this is the report's files
         raise fail(f"--out {target}: cannot write the report: {error.strerror or error}", EXIT_BAD_INPUT) from None
     for path in written:
@@ -310,8 +314,8 @@ def ui(spec_path: Path = SpecArg, port: int = typer.Option(5000, min=1, max=6553
     remote = uri.startswith(("http://", "https://"))
     if not remote:
         check_port_free(port)
-    store = sweep.open_store(spec)
-    parent = store.find_sweep(spec.name)
+    sweep_ = Sweep(spec)
+    store, parent = sweep_.store, sweep_.parent_run_id
     base = uri.rstrip("/") if remote else f"http://127.0.0.1:{port}"
     url = store.run_url(base, parent) if parent else f"{base}/#/experiments/{store.experiment_id}"
     out.print(f"sweep {spec.name}: {url}" + ("" if parent else "  (not run yet: the experiment)"))
@@ -333,11 +337,12 @@ def demo(
 ):
     """Run the MNIST-1D double-descent demo end to end: sweep on local Ray, fits, report."""
     spec = load_spec(spec_path)
-    outcome = sweep.run_sweep(spec, num_cpus=num_cpus)
+    sweep_ = Sweep(spec)
+    outcome = sweep_.run(num_cpus=num_cpus)
     print_outcome(spec, outcome)
-    print_results(spec, sweep.sweep_status(spec))
-    print_fits(sweep.fit_sweep(spec, n_boot=200))
-    written = sweep.report_sweep(spec, Path("reports") / spec.name)
+    print_results(spec, sweep_.status())
+    print_fits(sweep_.fit(n_boot=200))
+    written = sweep_.report(Path("reports") / spec.name)
     out.print(f"report: {written[0].parent.resolve()}/report.html (also logged to the sweep's MLflow run)")
     out.print(f"MLflow UI: scalesweep ui {spec_path}")
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)

@@ -1,75 +1,77 @@
-"""MLflow runs -> tidy pandas DataFrames: one row per trial (final), or one per trial x epoch."""
+"""A sweep's runs -> tidy pandas DataFrames: one row per trial (final), or one per trial x epoch.
+
+Pure: it takes the tables the tracking layer reads (orchestrator.tracking.schema.runs_table and the
+per-epoch histories) and does no I/O.
+"""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pandas as pd
 
-from orchestrator.store import SweepStore, TrialRecord
-from workloads.api import STANDARD_METRICS
+from orchestrator.tracking import schema
 
-# Tags that hold numbers, cast back on load (MLflow stores tags and params as strings).
-NUMERIC_TAGS = (
-    "n_params", "n_samples", "train_flops", "n_params_with_embeddings", "train_flops_with_attention", "compute_budget",
-)  # fmt: skip
-ID_COLUMNS = ("trial_key", "run_id", "status", "run_status", "workload", "n_params", "n_samples", "train_flops")
+ID_COLUMNS = ("trial_key", "run_id", "status", "run_status", "n_params", "n_samples", "train_flops")
 
 
-def _number(text: str):
-    """A param string back to int or float where it is one; other strings stay."""
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except (TypeError, ValueError):
-            pass
-    if text in ("true", "false", "True", "False"):
-        return text.lower() == "true"
-    return text
+def _param_value(text):
+    """A param string (JSON for non-strings, as schema.tag_value writes it) back to its value."""
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return None
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return text
+    return value if isinstance(value, (int, float, bool)) or value is None else text
 
 
-def trial_row(record: TrialRecord) -> dict:
-    row = {
-        "trial_key": record.trial_key,
-        "run_id": record.run_id,
-        "status": record.status,
-        "run_status": record.run_status,
-        "workload": record.tags.get("workload", ""),
-        "error": record.tags.get("error"),
-    }
-    row.update({name: _number(record.tags[name]) for name in NUMERIC_TAGS if name in record.tags})
-    row.update({name: _number(value) for name, value in record.params.items()})
-    row.update(record.metrics)
-    return row
+def param_column(values: pd.Series) -> pd.Series:
+    """A params.* column back to numbers where every value is one (one vectorized cast), else value by value."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().sum() == values.notna().sum():
+        return numeric
+    return values.map(_param_value)
 
 
-def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:
-    """One row per trial: identity, config params, tags N/D/FLOPs and the last epoch's metrics."""
-    frame = pd.DataFrame([trial_row(r) for r in records])
-    if frame.empty:
+def trials_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: identity, N/D/FLOPs, config params and the last value of each metric.
+
+    `runs` is a runs table (orchestrator.tracking.schema.runs_table), already narrowed to the runs
+    wanted (e.g. FINISHED ones of the current grid)."""
+    if runs.empty:
         return pd.DataFrame(columns=list(ID_COLUMNS))
-    return frame.sort_values(["n_samples", "n_params", "trial_key"], kind="stable").reset_index(drop=True)
+    frame = {
+        "trial_key": schema.trial_keys(runs).to_numpy(),
+        "run_id": runs["run_id"].to_numpy(),
+        "status": schema.trial_statuses(runs).to_numpy(),
+        "run_status": runs["run_status"].to_numpy(),
+        "error": schema.column(runs, "tags.error").to_numpy(),
+        "worker": schema.column(runs, "tags.worker").to_numpy(),
+    }
+    for name in ("attempts", "pack_size"):  # how the trial was run: tags written at its end
+        frame[name] = pd.to_numeric(schema.column(runs, f"tags.{name}"), errors="coerce").to_numpy()
+    for name in schema.SIZE_METRICS:
+        values = schema.size_column(runs, name)
+        if values.notna().any():
+            frame[name] = values.to_numpy()
+    for name in runs.columns:
+        if name.startswith("params."):
+            frame[name.removeprefix("params.")] = param_column(runs[name]).to_numpy()
+    for name in runs.columns:
+        if name.startswith("metrics.") and name.removeprefix("metrics.") not in schema.SIZE_METRICS:
+            frame[name.removeprefix("metrics.")] = runs[name].to_numpy()
+    table = pd.DataFrame(frame)
+    for name in ("n_params", "n_samples"):
+        if name in table and table[name].notna().all():
+            table[name] = table[name].astype("int64")
+    return table.sort_values(["n_samples", "n_params", "trial_key"], kind="stable").reset_index(drop=True)
 
 
-def history_frame(store: SweepStore, records: list[TrialRecord], metrics=STANDARD_METRICS) -> pd.DataFrame:
-    """One row per trial x epoch with the per-epoch metrics, joined with the trial's config."""
-    rows = []
-    for record in records:
-        base = trial_row(record)
-        for key in metrics:
-            base.pop(key, None)
-        for epoch_row in store.metric_history(record.run_id, metrics):
-            rows.append({**base, **epoch_row})
-    return pd.DataFrame(rows)
-
-
-def load_trials(store: SweepStore, parent_run_id: str, finished_only: bool = False) -> pd.DataFrame:
-    records = store.trial_records(parent_run_id)
-    if finished_only:
-        records = [r for r in records if r.run_status == "FINISHED"]
-    return trials_frame(records)
-
-
-def load_history(store: SweepStore, parent_run_id: str, finished_only: bool = True) -> pd.DataFrame:
-    records = store.trial_records(parent_run_id)
-    if finished_only:
-        records = [r for r in records if r.run_status == "FINISHED"]
-    return history_frame(store, records)
+def history_frame(history: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial x epoch: the per-epoch metrics (`history`: run_id, epoch, metrics...) joined
+    with each trial's identity and config from `trials` (trials_frame), its final metrics left out."""
+    metrics = schema.epoch_columns(history)
+    config = trials.drop(columns=[c for c in metrics if c in trials])
+    return config.merge(history, on="run_id", how="inner", validate="one_to_many")

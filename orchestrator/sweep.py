@@ -1,7 +1,14 @@
 """The Python API: plan, run, inspect, fit and report a sweep. The CLI is a thin layer over this.
 
-Every function takes a validated `SweepSpec` and rebuilds what it needs from MLflow alone, so none
-of them needs the process that launched the sweep.
+A `Sweep` is a spec with what it needs opened once, lazily: its workload, the trials of its grid,
+its tracking store and parent run, and a reader of its child runs. Everything is rebuilt from the
+spec and MLflow alone, so nothing needs the process that launched the sweep.
+
+    sweep = Sweep.load("examples/mnist1d_demo.yaml")
+    sweep.run()          # resumable: finished trials are skipped
+    sweep.status()       # SweepState, from MLflow alone
+    sweep.fit()          # SweepFits
+    sweep.report("reports/demo")
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +24,12 @@ import pandas as pd
 
 from orchestrator import results
 from orchestrator.fit import FitError, SweepFits, fit_error_vs_size, fit_trials
-from orchestrator.fit.isoflop import fit_isoflop
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
+from orchestrator.fit.isoflop import fit_isoflop
 from orchestrator.grid import Trial, expand_grid, load_workload
-from orchestrator.spec import SpecError, SweepSpec
-from orchestrator.store import SweepStore, TrackingUnavailable, TrialRecord, TrialRecorder
+from orchestrator.spec import SpecError, SweepSpec, load_spec
+from orchestrator.tracking import SweepReader, SweepStore, TrackingUnavailable, TrialRecorder
+from orchestrator.tracking import schema
 
 
 class GridTooLarge(SpecError):
@@ -65,97 +74,6 @@ class SweepOutcome:
         return self.counts.get("failed", 0) == 0 and self.counts.get("diverged", 0) == 0
 
 
-def open_store(spec: SweepSpec) -> SweepStore:
-    return SweepStore(spec.tracking.uri, spec.experiment, spec.tracking.artifact_location, spec.tracking.max_outage_s)
-
-
-def check_grid_size(spec: SweepSpec, confirmed: bool) -> None:
-    if spec.grid_size > spec.execution.max_trials and not confirmed:
-        raise GridTooLarge(
-            f"axes: the grid has {spec.grid_size} trials, more than execution.max_trials={spec.execution.max_trials}; "
-            "confirm with --yes (confirmed=True) or raise execution.max_trials"
-        )
-
-
-def plan_sweep(spec: SweepSpec, store: SweepStore | None = None, confirmed: bool = False) -> SweepPlan:
-    """Expand the grid and look up finished trials; validates everything, launches nothing."""
-    check_grid_size(spec, confirmed)
-    trials = expand_grid(spec)
-    finished: set[str] = set()
-    if store is not None:
-        parent = store.find_sweep(spec.name)
-        if parent is not None:
-            finished = store.finished_trial_keys(parent)
-    return SweepPlan(spec, trials, finished)
-
-
-def run_sweep(
-    spec: SweepSpec,
-    address: str | None = None,
-    num_cpus: int | None = None,
-    confirmed: bool = False,
-    progress: bool = True,
-) -> SweepOutcome:
-    """Run every trial of the spec that has no FINISHED run yet, on Ray, recording to MLflow."""
-    from orchestrator.pack import make_packs, uses_packs
-    from orchestrator.progress import SweepProgress
-    from orchestrator.scheduler import Scheduler, check_fits_locally, connect
-
-    started = time.perf_counter()
-    check_grid_size(spec, confirmed)
-    workload = load_workload(spec)
-    trials = expand_grid(spec, workload)  # validates every trial config before anything launches
-    uses_packs(workload, spec.execution.mode)  # mode 'pack' on a workload that cannot pack is bad input
-    if address is None:
-        check_fits_locally(spec.resources_per_trial, num_cpus)
-    store = open_store(spec)
-    parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), len(trials))
-    existing = store.prepare_resume(store.trial_records(parent))  # what a dead driver left; never duplicated
-    finished = {r.trial_key for r in existing if r.run_status == "FINISHED"}
-    todo = [t for t in trials if t.key not in finished]
-    outcome = SweepOutcome(parent, len(trials), len(trials) - len(todo))
-    if not todo:
-        store.close_sweep(parent, "FINISHED")
-        return outcome
-
-    connect(address, num_cpus)
-    scheduler = Scheduler(spec.workload, spec.resources_per_trial, spec.execution)
-    packs = make_packs(todo, workload, spec.execution.mode, scheduler.n_slots, gpu=scheduler.gpus > 0)
-    # MLflow calls happen on the recorder's thread: the scheduler never waits for the tracking store.
-    recorder = TrialRecorder(store, parent, existing)
-
-    dispatched: set[str] = set()
-
-    def on_dispatch(pack: list[Trial]) -> None:
-        if recorder.error is not None:
-            raise recorder.error
-        recorder.started(pack)
-        fresh = {trial.key for trial in pack} - dispatched  # a retried pack is already counted as running
-        dispatched.update(fresh)
-        bar.started(len(fresh))
-
-    def on_result(trial: Trial, result) -> None:
-        recorder.finished(trial, result)
-        outcome.counts[result.status] += 1
-        bar.finished(result.status)
-
-    with SweepProgress(len(todo), spec.name, enabled=progress) as bar:
-        try:
-            scheduler.run(packs, on_dispatch, on_result)
-            recorder.close()
-        except TrackingUnavailable:
-            raise  # nothing can be recorded; the parent stays RUNNING and the next run resumes it
-        except BaseException:
-            recorder.close(timeout_s=30, raise_error=False)  # keep the results that did arrive
-            store.close_sweep(parent, "KILLED")
-            raise
-    store.close_sweep(parent, "FINISHED" if outcome.ok else "FAILED")
-    outcome.wall_s = time.perf_counter() - started
-    outcome.n_packs = len(packs)
-    outcome.recording_s = recorder.busy_s
-    return outcome
-
-
 @dataclass
 class SweepState:
     """A sweep as MLflow records it right now: which trials exist, how they stand, when they moved.
@@ -167,9 +85,10 @@ class SweepState:
     name: str
     parent_run_id: str | None
     grid: pd.DataFrame  # one row per trial of the spec: trial_key, n_params, n_samples, train_flops
-    trials: pd.DataFrame  # one row per recorded trial (results.trials_frame)
+    trials: pd.DataFrame  # one row per recorded trial of the grid (results.trials_frame)
     first_start_s: float | None = None  # unix seconds of the earliest trial start
     last_activity_s: float | None = None  # unix seconds of the latest trial start or end
+    n_outside_grid: int = 0  # recorded runs whose trial is not in the current grid (left out)
 
     @property
     def grid_size(self) -> int:
@@ -177,11 +96,10 @@ class SweepState:
 
     @property
     def counts(self) -> Counter:
-        """Recorded trials by status (finished, running, failed, diverged), grid trials only."""
+        """Recorded trials by status (finished, running, failed, diverged)."""
         if self.trials.empty:
             return Counter()
-        recorded = self.trials[self.trials["trial_key"].isin(self.grid["trial_key"])]
-        return Counter(recorded["status"].value_counts().to_dict())
+        return Counter(self.trials["status"].value_counts().to_dict())
 
     @property
     def pending(self) -> int:
@@ -199,71 +117,254 @@ class SweepState:
         return left * elapsed / done
 
 
-def sweep_status(spec: SweepSpec) -> SweepState:
-    """The state of a sweep read from MLflow alone (see SweepState); parent_run_id is None if it never ran."""
-    grid = pd.DataFrame(
-        [
-            {"trial_key": t.key, "n_params": t.size.n_params, "n_samples": t.size.n_samples, "train_flops": t.size.train_flops}
-            for t in expand_grid(spec)
-        ],
-        columns=["trial_key", "n_params", "n_samples", "train_flops"],
-    )
-    store = open_store(spec)
-    parent = store.find_sweep(spec.name)
-    if parent is None:
-        return SweepState(spec.name, None, grid, results.trials_frame([]))
-    records = store.trial_records(parent)
-    starts = [r.start_time for r in records if r.start_time]
-    moments = starts + [r.end_time for r in records if r.end_time]
-    return SweepState(
-        spec.name,
-        parent,
-        grid,
-        results.trials_frame(records),
-        first_start_s=min(starts) / 1000 if starts else None,
-        last_activity_s=max(moments) / 1000 if moments else None,
-    )
+def check_grid_size(spec: SweepSpec, confirmed: bool) -> None:
+    if spec.grid_size > spec.execution.max_trials and not confirmed:
+        raise GridTooLarge(
+            f"axes: the grid has {spec.grid_size} trials, more than execution.max_trials={spec.execution.max_trials}; "
+            "confirm with --yes (confirmed=True) or raise execution.max_trials"
+        )
 
 
-def sweep_records(spec: SweepSpec) -> tuple[SweepStore, str, list[TrialRecord]]:
-    """The sweep's store, parent run id and every child run, read from MLflow once."""
-    store = open_store(spec)
-    parent = store.find_sweep(spec.name)
-    if parent is None:
-        raise SpecError(f"name: no sweep {spec.name!r} in experiment {spec.experiment!r} at {spec.tracking.uri}; run it first")
-    return store, parent, store.trial_records(parent)
+def one_run_per_trial(runs: pd.DataFrame) -> pd.DataFrame:
+    """The run that stands for each trial: its FINISHED run if it has one, else its latest run."""
+    if runs.empty:
+        return runs
+    order = runs.assign(_finished=runs["run_status"] == "FINISHED", _key=schema.trial_keys(runs))
+    order = order.sort_values(["_key", "_finished", "start_time"], kind="stable")
+    return order.drop_duplicates("_key", keep="last").drop(columns=["_finished", "_key"])
 
 
-def finished(records: list[TrialRecord]) -> list[TrialRecord]:
-    return [r for r in records if r.run_status == "FINISHED"]
+class Sweep:
+    """One sweep: its spec, the trials of its grid, its tracking store and parent run, opened once, lazily."""
 
+    def __init__(self, spec: SweepSpec):
+        self.spec = spec
+        self._parent_run_id: str | None = None
 
-def fit_sweep(
-    spec: SweepSpec,
-    n_boot: int = 1000,
-    log: bool = True,
-    metric: str = "test_error",
-    train_tol: float = DEFAULT_TRAIN_TOL,
-    min_rise: float = DEFAULT_MIN_RISE,
-    epoch_wise: bool = True,
-) -> SweepFits:
-    """Every applicable fit of the sweep's finished trials; logs them as fits/fits.json to its parent run.
+    @classmethod
+    def load(cls, path: str | Path) -> Sweep:
+        return cls(load_spec(path))
 
-    Per-axis power laws, the joint L(N, D), IsoFLOP profiles, held-out extrapolation and double-descent
-    verdicts per curve (see `orchestrator.fit.fit_trials`). Raises FitError when nothing can be fitted.
-    """
-    store, parent, records = sweep_records(spec)
-    trials = results.trials_frame(finished(records))
-    history = None
-    if epoch_wise and not trials.empty:
-        history = results.history_frame(store, finished(records), (metric, "train_error"))
-    fits = fit_trials(trials, history, metric=metric, n_boot=n_boot, train_tol=train_tol, min_rise=min_rise)
-    diverged = sorted(r.trial_key for r in records if r.status == "diverged")
-    if diverged:
-        fits = replace(fits, notes=(*fits.notes, f"left out {len(diverged)} diverged trial(s): {', '.join(diverged)}"))
-    if log:
-        store.log_json(parent, fits.to_dict(), "fits/fits.json")
-    return fits
+    @cached_property
+    def workload(self):
+        return load_workload(self.spec)
+
+    @cached_property
+    def trials(self) -> list[Trial]:
+        """Every trial of the grid, validated by the workload (nothing launched)."""
+        return expand_grid(self.spec, self.workload)
+
+    @cached_property
+    def grid(self) -> pd.DataFrame:
+        """One row per trial of the grid: trial_key, n_params, n_samples, train_flops."""
+        return pd.DataFrame(
+            {
+                "trial_key": [t.key for t in self.trials],
+                "n_params": [t.size.n_params for t in self.trials],
+                "n_samples": [t.size.n_samples for t in self.trials],
+                "train_flops": [t.size.train_flops for t in self.trials],
+            }
+        )
+
+    @cached_property
+    def store(self) -> SweepStore:
+        tracking = self.spec.tracking
+        return SweepStore(tracking.uri, self.spec.experiment, tracking.artifact_location, tracking.max_outage_s)
+
+    @property
+    def parent_run_id(self) -> str | None:
+        """The sweep's parent run, or None if it never ran."""
+        if self._parent_run_id is None:
+            self._parent_run_id = self.store.find_sweep(self.spec.name)
+        return self._parent_run_id
+
+    @cached_property
+    def reader(self) -> SweepReader:
+        if self.parent_run_id is None:
+            raise SpecError(
+                f"name: no sweep {self.spec.name!r} in experiment {self.spec.experiment!r} at {self.spec.tracking.uri}; run it first"
+            )
+        return SweepReader(self.store, self.parent_run_id)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def runs(self) -> pd.DataFrame:
+        """The sweep's active child runs of the current grid, one per trial; read fresh from MLflow."""
+        runs = self.reader.runs()
+        runs = runs[~runs["deleted"]]
+        return one_run_per_trial(runs[schema.trial_keys(runs).isin(self.grid["trial_key"])])
+
+    def n_outside_grid(self) -> int:
+        """Active child runs whose trial the current grid does not have (left out of status and fits)."""
+        runs = self.reader.runs(refresh=False)
+        active = runs[~runs["deleted"]]
+        return int((~schema.trial_keys(active).isin(self.grid["trial_key"])).sum())
+
+    def results(self) -> pd.DataFrame:
+        """One row per finished trial of the current grid (results.trials_frame)."""
+        runs = self.runs()
+        return results.trials_frame(runs[runs["run_status"] == "FINISHED"])
+
+    def history(self, trials: pd.DataFrame, metrics=("train_error", "test_error")) -> pd.DataFrame:
+        """One row per finished trial x epoch for `trials` (a results frame), with `metrics` per epoch."""
+        if trials.empty:
+            return pd.DataFrame()
+        return results.history_frame(self.reader.histories(list(trials["run_id"]), list(metrics)), trials)
+
+    # -- the commands ----------------------------------------------------------------------------
+
+    def plan(self, offline: bool = False, confirmed: bool = False) -> SweepPlan:
+        """The grid and which trials are finished; validates everything, launches nothing."""
+        check_grid_size(self.spec, confirmed)
+        finished: set[str] = set()
+        if not offline and self.parent_run_id is not None:
+            runs = self.runs()
+            finished = set(schema.trial_keys(runs[runs["run_status"] == "FINISHED"]))
+        return SweepPlan(self.spec, self.trials, finished)
+
+    def run(
+        self, address: str | None = None, num_cpus: int | None = None, confirmed: bool = False, progress: bool = True
+    ) -> SweepOutcome:
+        """Run every trial of the spec that has no FINISHED run yet, on Ray, recording to MLflow."""
+        from orchestrator.pack import make_packs, uses_packs
+        from orchestrator.progress import SweepProgress
+        from orchestrator.scheduler import Scheduler, check_fits_locally, connect
+
+        started = time.perf_counter()
+        spec = self.spec
+        check_grid_size(spec, confirmed)
+        trials = self.trials  # validates every trial config before anything launches
+        uses_packs(self.workload, spec.execution.mode)  # mode 'pack' on a workload that cannot pack is bad input
+        if address is None:
+            check_fits_locally(spec.resources_per_trial, num_cpus)
+        store = self.store
+        parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), len(trials))
+        self._parent_run_id = parent
+        live = store.prepare_resume(self.reader.runs())  # what a dead driver left; never duplicated
+        live = live[schema.trial_keys(live).isin(self.grid["trial_key"])]
+        finished = set(schema.trial_keys(live[live["run_status"] == "FINISHED"]))
+        unfinished = one_run_per_trial(live[live["run_status"] != "FINISHED"])
+        reusable = dict(zip(schema.trial_keys(unfinished), unfinished["run_id"]))
+        todo = [t for t in trials if t.key not in finished]
+        outcome = SweepOutcome(parent, len(trials), len(trials) - len(todo))
+        if not todo:
+            store.close_sweep(parent, "FINISHED")
+            return outcome
+
+        connect(address, num_cpus)
+        scheduler = Scheduler(spec.workload, spec.resources_per_trial, spec.execution)
+        packs = make_packs(todo, self.workload, spec.execution.mode, scheduler.n_slots, gpu=scheduler.gpus > 0)
+        # MLflow calls happen on the recorder's thread: the scheduler never waits for the tracking store.
+        recorder = TrialRecorder(store, parent, reusable)
+        dispatched: set[str] = set()
+
+        def on_dispatch(pack: list[Trial]) -> None:
+            if recorder.error is not None:
+                raise recorder.error
+            recorder.started(pack)
+            fresh = {trial.key for trial in pack} - dispatched  # a retried pack is already counted as running
+            dispatched.update(fresh)
+            bar.started(len(fresh))
+
+        def on_result(trial: Trial, result) -> None:
+            recorder.finished(trial, result)
+            outcome.counts[result.status] += 1
+            bar.finished(result.status)
+
+        with SweepProgress(len(todo), spec.name, enabled=progress) as bar:
+            try:
+                scheduler.run(packs, on_dispatch, on_result)
+                recorder.close()
+            except TrackingUnavailable:
+                raise  # nothing can be recorded; the parent stays RUNNING and the next run resumes it
+            except BaseException:
+                recorder.close(timeout_s=30, raise_error=False)  # keep the results that did arrive
+                store.close_sweep(parent, "KILLED")
+                raise
+        store.close_sweep(parent, "FINISHED" if outcome.ok else "FAILED")
+        outcome.wall_s = time.perf_counter() - started
+        outcome.n_packs = len(packs)
+        outcome.recording_s = recorder.busy_s
+        return outcome
+
+    def status(self) -> SweepState:
+        """The state of the sweep read from MLflow alone (see SweepState); parent_run_id None if it never ran."""
+        if self.parent_run_id is None:
+            return SweepState(self.spec.name, None, self.grid, results.trials_frame(schema.runs_table([])))
+        runs = self.runs()
+        starts, ends = runs["start_time"].dropna(), runs["end_time"].dropna()
+        moments = pd.concat([starts, ends])
+        return SweepState(
+            self.spec.name,
+            self.parent_run_id,
+            self.grid,
+            results.trials_frame(runs),
+            first_start_s=float(starts.min()) / 1000 if len(starts) else None,
+            last_activity_s=float(moments.max()) / 1000 if len(moments) else None,
+            n_outside_grid=self.n_outside_grid(),
+        )
+
+    def fit(
+        self,
+        n_boot: int = 1000,
+        log: bool = True,
+        metric: str = "test_error",
+        train_tol: float = DEFAULT_TRAIN_TOL,
+        min_rise: float = DEFAULT_MIN_RISE,
+        epoch_wise: bool = True,
+    ) -> SweepFits:
+        """Every applicable fit of the sweep's finished trials; logs them as fits/fits.json to its parent run.
+
+        Per-axis power laws, the joint L(N, D), IsoFLOP profiles, held-out extrapolation and double-descent
+        verdicts per curve (see `orchestrator.fit.fit_trials`). Raises FitError when nothing can be fitted.
+        """
+        trials = self.results()
+        history = self.history(trials, (metric, "train_error")) if epoch_wise and not trials.empty else None
+        fits = fit_trials(trials, history, metric=metric, n_boot=n_boot, train_tol=train_tol, min_rise=min_rise)
+        runs = self.runs()
+        diverged = sorted(schema.trial_keys(runs[schema.trial_statuses(runs) == "diverged"]))
+        notes = list(fits.notes)
+        if diverged:
+            notes.append(f"left out {len(diverged)} diverged trial(s): {', '.join(diverged)}")
+        outside = self.n_outside_grid()
+        if outside:
+            notes.append(f"left out {outside} run(s) of trials that are not in the current grid")
+        fits = replace(fits, notes=tuple(notes))
+        if log:
+            self.store.log_json(self.parent_run_id, fits.to_dict(), "fits/fits.json")
+        return fits
+
+    def report(self, out_dir: str | Path, n_boot: int = 200, formats: tuple[str, ...] = ("png",)) -> list[Path]:
+        """Write the report files to out_dir and log them under 'report/' on the sweep's parent run.
+
+        Reads the finished trials and their per-epoch history from MLflow, fits test error vs model size
+        per data size, and, when the spec has compute budgets, adds the IsoFLOP profiles and frontier.
+        """
+        from dashboards import write_report
+        from dashboards.curves import budget_of
+
+        trials = self.results()
+        fits, _ = fit_error_vs_size(trials, n_boot=n_boot)
+        history = self.history(trials, ("train_error", "test_error"))
+        compute = None
+        budgets = self.spec.compute_budgets
+        if budgets and not trials.empty and "train_flops" in trials:
+            budgeted = trials.assign(compute_budget=budget_of(trials["train_flops"], budgets))
+            metric = "test_loss" if "test_loss" in budgeted else "test_error"
+            compute = compute_optimal_view(budgeted, metric, n_boot)
+        written = write_report(
+            trials,
+            fits,
+            out_dir,
+            title=self.spec.name,
+            history=history,
+            compute=compute,
+            data_unit=self.workload.data_unit,
+            metric_units=self.workload.metric_units,
+            formats=formats,
+        )
+        self.store.log_artifacts(self.parent_run_id, out_dir, "report")
+        return written
 
 
 def compute_optimal_view(budgeted: pd.DataFrame, metric: str, n_boot: int):
@@ -294,36 +395,26 @@ def compute_optimal_view(budgeted: pd.DataFrame, metric: str, n_boot: int):
     return ComputeOptimal(budgeted, metric=metric, profiles=profiles, optima=optima, n_opt=n_opt, d_opt=d_opt)
 
 
-def report_sweep(spec: SweepSpec, out_dir: str | Path, n_boot: int = 200, formats: tuple[str, ...] = ("png",)) -> list[Path]:
-    """Write the report files to out_dir and log them under 'report/' on the sweep's parent run.
+# -- the same as functions of a spec ------------------------------------------------------------------
 
-    Reads the finished trials and their per-epoch history from MLflow, fits test error vs model size
-    per data size, and, when the spec has compute budgets, adds the IsoFLOP profiles and frontier.
-    """
-    from dashboards import ComputeOptimal, write_report
-    from dashboards.curves import budget_of
 
-    store, parent, records = sweep_records(spec)
-    trials = results.trials_frame(finished(records))
-    fits, _ = fit_error_vs_size(trials, n_boot=n_boot)
-    history = results.history_frame(store, finished(records), metrics=("train_error", "test_error"))
-    compute = None
-    budgets = spec.compute_budgets
-    if budgets and not trials.empty and "train_flops" in trials:
-        budgeted = trials.assign(compute_budget=budget_of(trials["train_flops"], budgets))
-        metric = "test_loss" if "test_loss" in budgeted else "test_error"
-        compute = compute_optimal_view(budgeted, metric, n_boot)
-    workload = load_workload(spec)
-    written = write_report(
-        trials,
-        fits,
-        out_dir,
-        title=spec.name,
-        history=history,
-        compute=compute,
-        data_unit=workload.data_unit,
-        metric_units=workload.metric_units,
-        formats=formats,
-    )
-    store.log_artifacts(parent, out_dir, "report")
-    return written
+def plan_sweep(spec: SweepSpec, offline: bool = False, confirmed: bool = False) -> SweepPlan:
+    return Sweep(spec).plan(offline=offline, confirmed=confirmed)
+
+
+def run_sweep(spec: SweepSpec, **options) -> SweepOutcome:
+    """Sweep(spec).run(**options): address, num_cpus, confirmed, progress."""
+    return Sweep(spec).run(**options)
+
+
+def sweep_status(spec: SweepSpec) -> SweepState:
+    return Sweep(spec).status()
+
+
+def fit_sweep(spec: SweepSpec, **options) -> SweepFits:
+    """Sweep(spec).fit(**options): n_boot, log, metric, train_tol, min_rise, epoch_wise."""
+    return Sweep(spec).fit(**options)
+
+
+def report_sweep(spec: SweepSpec, out_dir: str | Path, **options) -> list[Path]:
+    return Sweep(spec).report(out_dir, **options)

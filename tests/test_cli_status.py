@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from orchestrator import load_spec
 from orchestrator.cli import app
 from orchestrator.progress import SweepProgress
-from orchestrator.sweep import open_store, sweep_status
+from orchestrator.sweep import Sweep, sweep_status
 from tests.conftest import REPO, free_port
 
 SLEEP_S = 1.0  # per epoch: a toy trial takes 3 s, long enough to be seen running
@@ -120,7 +120,7 @@ def test_ui_serves_the_store_and_prints_the_sweep_run_url(tmp_path):
     }
     spec_path.write_text(yaml.safe_dump(body))
     spec = load_spec(spec_path)
-    store = open_store(spec)
+    store = Sweep(spec).store
     parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), 2)
 
     port = free_port()
@@ -153,7 +153,7 @@ def test_ui_serves_the_store_and_prints_the_sweep_run_url(tmp_path):
 def test_ui_with_a_tracking_server_prints_its_run_url(write_spec, toy_spec, mlflow_server):
     spec_path = write_spec({**toy_spec, "name": "remote-ui"})
     spec = load_spec(spec_path)
-    store = open_store(spec)
+    store = Sweep(spec).store
     parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), 6)
     result = CliRunner().invoke(app, ["ui", str(spec_path)])
     assert result.exit_code == 0, result.output
@@ -183,7 +183,7 @@ def test_status_after_the_driver_died_shows_what_mlflow_holds(write_spec, toy_sp
 
     spec_path = write_spec({**toy_spec, "name": "crashed-toy"})
     spec = load_spec(spec_path)
-    store = open_store(spec)
+    store = Sweep(spec).store
     trials = expand_grid(spec)
     parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), len(trials))
     run_ids = store.start_trials(parent, trials[:3])

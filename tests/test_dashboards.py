@@ -27,7 +27,7 @@ from dashboards.curves import (
 from orchestrator import load_spec
 from orchestrator.cli import app
 from orchestrator.fit import fit_error_vs_size, fit_power_law
-from orchestrator.sweep import open_store
+from orchestrator.sweep import Sweep
 from tests import synthetic_sweeps as synth
 
 SWEEP = "synthetic-sweep"
@@ -201,7 +201,7 @@ def test_report_command_writes_the_folder_and_logs_it_to_the_parent_run(ray_loca
     assert {p.name for p in out.iterdir()} == names
     assert all(nonblank(out / n) for n in names if n.endswith(".png"))
     spec = load_spec(spec_path)
-    store = open_store(spec)
+    store = Sweep(spec).store
     parent = store.find_sweep(spec.name)
     assert set(store.list_artifacts(parent, "report")) == {f"report/{n}" for n in names}
     # The toy follows L = E + A N^-alpha + B D^-beta exactly: the fitted exponent is its alpha.

@@ -30,7 +30,7 @@ from orchestrator.cli import app
 from orchestrator.grid import expand_grid
 from orchestrator.scheduler import run_trial
 from orchestrator.spec import parse_spec
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, on_each_backend
 from tests.ray_cluster_harness import ClusterHarness
 from tests.toy_workloads import PowerLawToy
 from workloads.api import STANDARD_METRICS
@@ -189,6 +189,7 @@ def test_removed_node_trials_run_on_the_other_nodes(write_spec, tmp_path):
     assert not retried[0].data.tags["worker"].startswith(removed[:8])  # finished on another node
 
 
+@on_each_backend
 def test_killed_driver_rerun_finishes_the_rest_without_duplicates(write_spec, tmp_path):
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
@@ -333,16 +334,17 @@ def test_infinite_loss_stops_the_trial_as_diverged():
     assert "epoch 3: non-finite" in result.error and "inf" in result.error
 
 
+@on_each_backend
 def test_resume_reuses_a_dead_drivers_empty_runs_and_replaces_half_logged_ones(ray_local, write_spec, tmp_path):
     """What a driver killed mid-trial leaves: a RUNNING run with no metrics, and one it died logging."""
     from mlflow.entities import Metric
 
-    from orchestrator.sweep import open_store
+    from orchestrator.sweep import Sweep
 
     path = write_spec(toy_body(tmp_path, n=[10, 100], epochs=3, sleep_s=0))
     spec = load_spec(path)
     trials = {t.config["n"]: t for t in expand_grid(spec)}
-    store = open_store(spec)
+    store = Sweep(spec).store
     parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), len(trials))
     # Opened to take their params with their results at the end, which the dead driver never reached.
     left = store.start_trials(parent, trials.values(), log_params=False)

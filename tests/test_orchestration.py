@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 
 from orchestrator import load_spec, run_sweep
 from orchestrator.cli import app
-from orchestrator.results import load_trials
-from orchestrator.sweep import open_store
+from orchestrator.results import trials_frame
+from orchestrator.sweep import Sweep
 from tests.toy_workloads import toy_loss
 
 
@@ -18,8 +18,7 @@ def test_failed_and_diverged_trials_are_recorded_and_exit_1(ray_local, write_spe
     result = CliRunner().invoke(app, ["run", str(path), "--no-progress"])
     assert result.exit_code == 1, result.output
     spec = load_spec(path)
-    store = open_store(spec)
-    trials = load_trials(store, store.find_sweep(spec.name)).set_index("n")
+    trials = trials_frame(Sweep(spec).runs()).set_index("n")
     assert set(trials.loc[10, "status"]) == {"failed"}
     assert set(trials.loc[100, "status"]) == {"diverged"}
     assert set(trials.loc[1000, "status"]) == {"finished"}
@@ -34,16 +33,15 @@ def test_rerun_submits_only_unfinished_trials_and_reuses_their_runs(ray_local, w
     spec = load_spec(write_spec(toy_spec))
     first = run_sweep(spec, progress=False)
     assert first.counts == {"finished": 4, "failed": 2}
-    store = open_store(spec)
-    failed_runs = {r.run_id for r in store.trial_records(first.parent_run_id) if r.status == "failed"}
+    failed_runs = set(trials_frame(Sweep(spec).runs()).query("status == 'failed'")["run_id"])
 
     outage.unlink()  # the cause of the failures is gone
     second = run_sweep(spec, progress=False)
     assert (second.n_skipped, second.n_submitted, second.counts) == (4, 2, {"finished": 2})
-    records = store.trial_records(first.parent_run_id)
+    records = trials_frame(Sweep(spec).runs())
     assert len(records) == 6  # the failed trials' runs were reused, not duplicated
-    assert failed_runs == {r.run_id for r in records if r.params["n"] == "1000"}
-    assert all(r.run_status == "FINISHED" for r in records)
+    assert failed_runs == set(records.loc[records["n"] == 1000, "run_id"])
+    assert (records["run_status"] == "FINISHED").all()
 
     third = run_sweep(spec, progress=False)
     assert third.n_submitted == 0
@@ -54,6 +52,6 @@ def test_final_losses_follow_the_toy_law(ray_local, write_spec, toy_spec):
     spec = load_spec(path)
     outcome = run_sweep(spec, progress=False)
     assert outcome.ok
-    trials = load_trials(open_store(spec), outcome.parent_run_id)
+    trials = Sweep(spec).results()
     for _, row in trials.iterrows():
         assert row["test_loss"] == pytest.approx(toy_loss(row["n"], row["d"]))

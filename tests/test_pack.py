@@ -17,8 +17,8 @@ from orchestrator.pack import (
     run_pack,
     split_to_budget,
 )
-from orchestrator.results import load_trials
-from orchestrator.sweep import open_store
+from orchestrator.results import trials_frame
+from orchestrator.sweep import Sweep
 from tests.toy_pack_workloads import PackedPowerLawToy
 from tests.toy_workloads import PowerLawToy, toy_loss
 from workloads.api import Reporter
@@ -125,11 +125,7 @@ def packed_toy_spec(write_spec, **params):
 
 def recorded(spec):
     """The sweep's trials as a DataFrame, with the pack size each trained in."""
-    store = open_store(spec)
-    parent = store.find_sweep(spec.name)
-    trials = load_trials(store, parent)
-    pack_size = {r.trial_key: int(r.tags["pack_size"]) for r in store.trial_records(parent)}
-    return trials.assign(pack_size=trials["trial_key"].map(pack_size))
+    return trials_frame(Sweep(spec).runs())
 
 
 def test_out_of_memory_pack_is_halved_until_it_fits_and_nothing_is_lost(ray_local, write_spec):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from orchestrator import load_spec
 from orchestrator.cli import app
 from orchestrator.fit import detect_double_descent
-from orchestrator.sweep import open_store
+from orchestrator.sweep import Sweep
 from workloads.api import Reporter, STANDARD_METRICS, resolve_workload
 from workloads.random_features import RandomFeatures, RandomFeaturesConfig, fit_and_score, isotropic_ridgeless_risk
 
@@ -99,7 +99,7 @@ def test_random_features_sweep_through_ray_and_mlflow_into_fit(ray_local, write_
     assert "joint L(N, D)" in result.output  # one data size: listed as not fitted, with the reason
 
     spec = load_spec(spec_path)
-    store = open_store(spec)
+    store = Sweep(spec).store
     parent = store.find_sweep(spec.name)
     assert "fits/fits.json" in store.list_artifacts(parent, "fits")
     logged = json.loads(Path(store.client.download_artifacts(parent, "fits/fits.json", str(tmp_path))).read_text())

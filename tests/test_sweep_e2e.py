@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from orchestrator import load_spec
 from orchestrator.cli import app
-from orchestrator.results import load_history, load_trials
-from orchestrator.sweep import open_store
+from orchestrator.sweep import Sweep
+from tests.conftest import on_each_backend
 from workloads.api import STANDARD_METRICS
 from workloads.mnist1d_mlp import mlp_param_count
 
@@ -31,6 +31,7 @@ def mnist_spec(write_spec):
     )
 
 
+@on_each_backend
 def test_tiny_mnist1d_sweep_end_to_end(ray_local, mnist_spec, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["run", str(mnist_spec), "--no-progress"])
@@ -38,7 +39,7 @@ def test_tiny_mnist1d_sweep_end_to_end(ray_local, mnist_spec, tmp_path):
     assert "4 submitted (4 finished)" in result.output
 
     spec = load_spec(mnist_spec)
-    store = open_store(spec)
+    sweep = Sweep(spec)
     client = MlflowClient(spec.tracking.uri)
     experiment = client.get_experiment_by_name(spec.experiment)
     runs = client.search_runs([experiment.experiment_id])
@@ -51,19 +52,25 @@ def test_tiny_mnist1d_sweep_end_to_end(ray_local, mnist_spec, tmp_path):
     assert all(r.info.status == "FINISHED" for r in children)
     assert len({r.data.tags["trial_key"] for r in children}) == 4
     for run in children:
-        for name in ("workload", "n_params", "n_samples", "train_flops", "seed", "status"):
-            assert name in run.data.tags
+        assert {"trial_key", "status"} <= set(run.data.tags)
+        # N, D and FLOPs are numbers the MLflow UI can chart, beside the config params.
+        assert {"n_params", "n_samples", "train_flops"} <= set(run.data.metrics)
+        assert {"width", "n_train", "seed"} <= set(run.data.params)
         for metric in STANDARD_METRICS:
             steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
             assert sorted(steps) == list(range(1, EPOCHS + 1))
 
-    trials = load_trials(store, parent)
+    # MLflow's own search filters on them, without scalesweep.
+    wide = client.search_runs([experiment.experiment_id], filter_string=f"metrics.n_params > {mlp_param_count(4, 1)}")
+    assert len(wide) == 2 and all(r.data.params["width"] == "16" for r in wide)
+
+    trials = sweep.results()
     assert len(trials) == 4
     expected = {(mlp_param_count(w, 1), n) for w in (4, 16) for n in (200, 400)}
     assert set(zip(trials["n_params"], trials["n_samples"])) == expected
     assert trials["test_error"].between(0, 1).all()
     assert (trials["train_flops"] == 6 * trials["n_params"] * trials["n_samples"] * EPOCHS).all()
-    history = load_history(store, parent)
+    history = sweep.history(trials, STANDARD_METRICS)
     assert len(history) == 4 * EPOCHS
 
     out = tmp_path / "report"

@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 from orchestrator import load_spec, parse_spec, run_sweep
 from orchestrator.cli import app
 from orchestrator.grid import expand_grid
-from orchestrator.results import load_history, load_trials
-from orchestrator.sweep import open_store
+from orchestrator.sweep import Sweep
 from workloads.api import CheckpointPolicy, Reporter
 from workloads.tiny_lm import CHECKPOINT_FILE, TinyLM, batch_offsets, eval_steps, load_corpus, lr_at
 
@@ -54,9 +53,8 @@ def test_tiny_lm_sweep_records_hand_computed_compute_and_loss_falls_with_size(ra
     assert result.exit_code == 0, result.output
 
     spec = load_spec(path)
-    store = open_store(spec)
-    parent = store.find_sweep(spec.name)
-    trials = load_trials(store, parent).set_index("d_model").sort_index()
+    sweep = Sweep(spec)
+    trials = sweep.results().set_index("d_model").sort_index()
     assert list(trials.index) == [8, 24, 64] and set(trials["status"]) == {"finished"}
 
     # d = 24, L = 1, T = 32 by hand: block 12 d^2 + 2 d = 6960, final LayerNorm 24, so N = 6984;
@@ -77,7 +75,7 @@ def test_tiny_lm_sweep_records_hand_computed_compute_and_loss_falls_with_size(ra
     assert (trials["tokens_seen"] == 153_600).all() and (trials["tokens_per_s"] > 0).all()
     assert (trials["resumed_from_step"] == 0).all()
 
-    history = load_history(store, parent)
+    history = sweep.history(trials.reset_index())
     assert sorted(history["epoch"].unique()) == [1, 2]
     # Each finished trial leaves its final weights in its own folder, keyed by trial_key.
     for key in trials["trial_key"]:
@@ -113,7 +111,7 @@ def test_killed_worker_trial_resumes_from_its_checkpoint_and_finishes_once(ray_l
     assert outcome.ok and outcome.counts == {"finished": 1}
 
     client = MlflowClient(spec.tracking.uri)
-    runs = client.search_runs([open_store(spec).experiment_id], filter_string=f"tags.trial_key = '{trial.key}'")
+    runs = client.search_runs([Sweep(spec).store.experiment_id], filter_string=f"tags.trial_key = '{trial.key}'")
     assert [r.info.status for r in runs] == ["FINISHED"]  # the retry reused the trial's run: one record
     run = runs[0]
     assert run.data.tags["attempts"] == "2"
