@@ -14,6 +14,7 @@ line on stderr only here, in `OneErrorPath`; a traceback is printed only with `-
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.redact import redact_secrets
 from orchestrator.spec import SpecError, SweepSpec, load_spec
 from orchestrator.sweep import Sweep
-from orchestrator.tracking import TrackingUnavailable
+from orchestrator.tracking import ArtifactUploadFailed, TrackingUnavailable
 from workloads.api import WorkloadError
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
@@ -104,6 +105,10 @@ SpecArg = typer.Argument(..., help="sweep spec (YAML): workload, axes, params, r
 @app.callback()
 def options(debug: bool = typer.Option(False, "--debug", help="print the traceback of an error, too")):
     """Options for every command (give them before the command: scalesweep --debug run SPEC)."""
+    if not debug:
+        # MLflow logs each database error with its traceback (and each engine retry); the error
+        # path above reports what it means in one line.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def fmt_flops(flops: float) -> str:
@@ -233,11 +238,16 @@ def fit(
     Prints the summaries and logs them as fits/fits.json to the sweep's parent run.
     """
     spec = load_spec(spec_path)
+    sweep_ = Sweep(spec)
     try:
-        fits = Sweep(spec).fit(n_boot=n_boot, metric=metric, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise)
+        fits = sweep_.fit(n_boot=n_boot, metric=metric, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise, log=False)
     except FitError as e:
         raise fail(str(e), EXIT_TRIALS_FAILED) from None
-    print_fits(fits)
+    print_fits(fits)  # before storing them: a store that refuses the upload does not cost the user the fits
+    try:
+        sweep_.log_fits(fits)
+    except ArtifactUploadFailed as e:
+        raise fail(f"the fits above are not stored on the sweep's run: {e}", EXIT_UNREACHABLE) from None
     if not fits.n_fits:
         raise typer.Exit(EXIT_TRIALS_FAILED)
 
@@ -265,13 +275,19 @@ def report(
         raise fail(f"--format: {bad[0]!r} is not one of png, svg, pdf", EXIT_BAD_INPUT)
     target = out_dir or Path("reports") / spec.name
     check_writable_folder(target, "--out")
+    sweep_ = Sweep(spec)
     try:
-        written = Sweep(spec).report(target, n_boot=n_boot, formats=tuple(formats))
+        written = sweep_.report(target, n_boot=n_boot, formats=tuple(formats), upload=False)
     except OSError as error:  # the tracking store's own errors arrive typed; this is the report's files
         raise fail(f"--out {target}: cannot write the report: {error.strerror or error}", EXIT_BAD_INPUT) from None
     for path in written:
         out.print(f"wrote {path}")
-    out.print(f"open {target.resolve() / 'report.html'} in a browser (works offline); also logged to the sweep's MLflow run under report/")
+    out.print(f"open {target.resolve() / 'report.html'} in a browser (works offline)")
+    try:
+        sweep_.upload_report(target)
+    except ArtifactUploadFailed as e:
+        raise fail(f"the report files above are not stored on the sweep's run: {e}", EXIT_UNREACHABLE) from None
+    out.print("also logged to the sweep's MLflow run under report/")
 
 
 def check_writable_folder(folder: Path, option: str) -> None:

@@ -331,11 +331,17 @@ class Sweep:
             notes.append(f"left out {outside} run(s) of trials that are not in the current grid")
         fits = replace(fits, notes=tuple(notes))
         if log:
-            self.store.log_json(self.parent_run_id, fits.to_dict(), "fits/fits.json")
+            self.log_fits(fits)
         return fits
 
-    def report(self, out_dir: str | Path, n_boot: int = 200, formats: tuple[str, ...] = ("png",)) -> list[Path]:
-        """Write the report files to out_dir and log them under 'report/' on the sweep's parent run.
+    def log_fits(self, fits: SweepFits) -> None:
+        """Store the fits as fits/fits.json on the sweep's parent run; ArtifactUploadFailed if the store refuses."""
+        self.store.log_json(self.parent_run_id, fits.to_dict(), "fits/fits.json")
+
+    def report(
+        self, out_dir: str | Path, n_boot: int = 200, formats: tuple[str, ...] = ("png",), upload: bool = True
+    ) -> list[Path]:
+        """Write the report files to out_dir and (with `upload`) log them under 'report/' on the sweep's parent run.
 
         Reads the finished trials and their per-epoch history from MLflow, fits test error vs model size
         per data size, and, when the spec has compute budgets, adds the IsoFLOP profiles and frontier.
@@ -363,8 +369,13 @@ class Sweep:
             metric_units=self.workload.metric_units,
             formats=formats,
         )
-        self.store.log_artifacts(self.parent_run_id, out_dir, "report")
+        if upload:
+            self.upload_report(out_dir)
         return written
+
+    def upload_report(self, out_dir: str | Path) -> None:
+        """Log the report files in out_dir under 'report/' on the parent run; ArtifactUploadFailed if the store refuses."""
+        self.store.log_artifacts(self.parent_run_id, out_dir, "report")
 
 
 def compute_optimal_view(budgeted: pd.DataFrame, metric: str, n_boot: int):

@@ -4,13 +4,21 @@ Every call goes through `RetryingClient`: while a tracking server is down the ca
 exponential backoff (holding the results it was logging, so they arrive once the server is back) up
 to `max_outage_s`, then raises `TrackingUnavailable` and the sweep stops, resumable. Reads retry the
 same way as writes.
+
+An answer that waiting cannot change is told apart from an outage and raised at once as
+`TrackingRefused`: HTTP 401 or 403, a server that is not MLflow, a full disk, a read-only or
+non-SQLite database file, a database driver that is not installed. `open_client` checks the store
+before anything launches: a server must answer MLflow's /version, a SQLite file must take a write
+lock, a database must accept a connection, each within seconds. Messages show URIs without passwords.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
+import re
 import sqlite3
 import time
 from contextlib import closing
@@ -23,6 +31,8 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from orchestrator.redact import redact_uri
+
 # MLflow's own HTTP retries default to 7 with a factor-2 backoff (minutes) and a 120 s timeout;
 # RetryingClient owns the waiting instead, so an outage is bounded by tracking.max_outage_s.
 MLFLOW_HTTP_DEFAULTS = {
@@ -30,6 +40,10 @@ MLFLOW_HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
 }
+# MlflowClient's calls that store files on a run (in the artifact store, not the database).
+ARTIFACT_WRITES = frozenset({"log_artifact", "log_artifacts", "log_dict", "log_text", "log_figure", "log_image", "log_table"})
+# How long a check before anything launches may wait for the store to answer (seconds).
+CHECK_TIMEOUT_S = 5.0
 # The server's bulk history route: at most this many runs and points per call (mlflow/server/handlers.py).
 BULK_HISTORY_MAX_RUNS = 100
 BULK_HISTORY_MAX_POINTS = 25_000
@@ -41,8 +55,28 @@ class TrackingUnavailable(RuntimeError):
     """The MLflow tracking store cannot be reached or opened."""
 
 
+class TrackingRefused(TrackingUnavailable):
+    """The store was reached and gave an answer retrying cannot change (no login, no permission,
+    not MLflow, disk full, read-only, not a database, no driver); the message says which."""
+
+
+class ArtifactUploadFailed(TrackingRefused):
+    """Files could not be stored on a run (a read-only or full artifact store, no permission);
+    what was computed from them is still valid."""
+
+
 def is_remote(uri: str) -> bool:
     return urlparse(uri).scheme in ("http", "https")
+
+
+def shown(uri: str) -> str:
+    """A tracking URI as messages show it: no password, no query string."""
+    return redact_uri(uri.split("?", 1)[0])
+
+
+def tracking_user(uri: str) -> str | None:
+    """The user MLflow logs in as against `uri`: from the URI, else MLFLOW_TRACKING_USERNAME."""
+    return urlparse(uri).username or os.environ.get("MLFLOW_TRACKING_USERNAME") or None
 
 
 def with_sqlite_busy_timeout(uri: str, seconds: int = 60) -> str:
@@ -58,26 +92,153 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :].split("?", 1)[0])
 
 
-def use_write_ahead_log(db: Path) -> None:
-    """Put a SQLite store in WAL mode (kept in the file): readers such as the MLflow UI or
-    `scalesweep status` no longer block the sweep's writes, and each commit costs about half."""
+def prepare_sqlite(db: Path, uri: str) -> None:
+    """Check a SQLite store can be written, and put it in WAL mode (kept in the file).
+
+    A folder that cannot be created, a file that is not SQLite or cannot be written fails here in
+    milliseconds, where MLflow's engine setup would retry for minutes. WAL: readers such as the
+    MLflow UI or `scalesweep status` no longer block the sweep's writes, and a commit costs half.
+    """
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TrackingRefused(f"SQLite store {shown(uri)}: cannot create the folder {db.parent} ({err.strerror})") from None
     try:
         with closing(sqlite3.connect(db, timeout=10)) as conn:
+            conn.execute("PRAGMA schema_version")  # reads the header: 'file is not a database'
+            conn.execute("BEGIN IMMEDIATE")  # takes the write lock: 'attempt to write a readonly database'
+            conn.rollback()
             conn.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.Error as err:  # a store another process holds locked keeps its mode; still usable
-        log.debug("could not switch %s to WAL mode: %s", db, err)
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err):  # another process is writing: MLflow waits for it (busy timeout)
+            return
+        raise TrackingRefused(f"SQLite store {shown(uri)}: {permanent_reason(err) or err}") from None
+    except sqlite3.DatabaseError as err:
+        raise TrackingRefused(f"SQLite store {shown(uri)}: {permanent_reason(err) or err}") from None
 
 
-def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, before any trial launches, when a tracking server does not answer."""
-    if not is_remote(uri):
-        return
+def check_server(uri: str, timeout_s: float = CHECK_TIMEOUT_S) -> None:
+    """Fail fast, before any trial launches, unless `uri` is an MLflow tracking server that lets us in.
+
+    Asks /health (open to all) and /version (behind the login on a basic-auth server) with the
+    credentials MLflow itself would send; an HTML page, a 404 or a refused login end it here.
+    """
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    where = f"MLflow tracking server {shown(uri)}"
+    creds = get_default_host_creds(uri)
+    for endpoint in ("/health", "/version"):
+        try:
+            response = http_request(creds, endpoint, "GET", max_retries=0, timeout=timeout_s, raise_on_status=False)
+        except (requests.RequestException, MlflowException) as err:
+            raise TrackingUnavailable(f"{where} is unreachable: {_short(err)}") from None
+        reason = http_refusal(response.status_code, response.text, uri)
+        if reason:
+            raise TrackingRefused(f"{where}: {reason} (GET {endpoint})")
+        if response.status_code in (502, 503, 504):
+            raise TrackingUnavailable(f"{where} answered {endpoint} with HTTP {response.status_code}; is it starting up?")
+        if response.status_code != 200:
+            raise TrackingRefused(f"{where} answered {endpoint} with HTTP {response.status_code}; is this an MLflow server?")
+    if not re.fullmatch(r"\d+\.\d+[\w.+-]*", response.text.strip()):
+        raise TrackingRefused(
+            f"{where} is not an MLflow server: /version answered {_body_kind(response.text)} instead of a version number"
+        )
+
+
+def check_database(uri: str, timeout_s: float = CHECK_TIMEOUT_S) -> None:
+    """For a database URI (postgresql://, mysql://, ...): its driver is installed and it accepts a
+    connection within `timeout_s`, so a missing driver or a database that is down fails at once
+    instead of after MLflow's engine retries."""
+    import sqlalchemy
+
+    url = sqlalchemy.engine.make_url(uri)
     try:
-        response = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
-    except requests.RequestException as err:
-        raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable: {err.__class__.__name__}") from None
-    if response.status_code != 200:
-        raise TrackingUnavailable(f"MLflow tracking server {uri} answered /health with HTTP {response.status_code}")
+        url.get_dialect().import_dbapi()
+    except ImportError as err:
+        raise TrackingRefused(
+            f"tracking store {shown(uri)}: the database driver for {url.drivername!r} is not installed ({err}); "
+            "install it (psycopg2-binary for postgresql://, mysqlclient for mysql://, pyodbc for mssql://) "
+            "or name a driver you have in the URI (e.g. postgresql+psycopg://)"
+        ) from None
+    timeout_arg = {"postgresql": "connect_timeout", "mysql": "connect_timeout", "mssql": "timeout"}.get(url.get_backend_name())
+    engine = sqlalchemy.create_engine(url, connect_args={timeout_arg: int(timeout_s)} if timeout_arg else {})
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        reason = permanent_reason(err)
+        if reason:
+            raise TrackingRefused(f"tracking store {shown(uri)}: {reason}") from None
+        raise TrackingUnavailable(f"tracking store {shown(uri)} is unreachable: {first_line(getattr(err, 'orig', None) or err)}") from None
+    finally:
+        engine.dispose()
+
+
+def first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:300]
+
+
+def _body_kind(text: str) -> str:
+    return "an HTML page" if "<html" in text[:2000].lower() or "<!doctype" in text[:200].lower() else repr(text.strip()[:60])
+
+
+def http_refusal(status: int | None, body: str, uri: str) -> str | None:
+    """Why an HTTP answer from a tracking server is final (a login refused, no permission, no such
+    API, not MLflow), or None when it is not."""
+    user = tracking_user(uri)
+    if status == 401:
+        if not user:
+            return "HTTP 401: the server wants a login; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        return f"HTTP 401: the server refused the login of user {user!r} (check the password)"
+    if status == 403:
+        return f"HTTP 403: user {user or '(none)'!r} lacks the permission for this; a sweep needs EDIT on its experiment"
+    if status == 404:
+        return "HTTP 404: no MLflow API at this URL; is the path right, and is it an MLflow server?"
+    if status == 200 and _body_kind(body) == "an HTML page":
+        return "it answered with an HTML page, not MLflow's API; is this a login page, or another service on that port?"
+    return None
+
+
+# Database and file-system errors no retry can fix, by the words their drivers use.
+_PERMANENT_DATABASE_ERRORS = (
+    ("database or disk is full", "the disk holding the database is full"),
+    ("no space left on device", "the disk holding the store is full"),
+    ("could not extend file", "the disk holding the database is full"),
+    ("disk quota exceeded", "the disk quota of the store is used up"),
+    ("attempt to write a readonly database", "the database file is read-only"),
+    ("read-only file system", "the store is on a read-only file system"),
+    ("file is not a database", "the file is not a SQLite database"),
+    ("unable to open database file", "the database file cannot be opened or created (a missing or read-only folder?)"),
+    ("password authentication failed", "the database refused the login"),
+    ("permission denied", "the database refused access (permission denied)"),
+)
+_PERMANENT_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+def permanent_reason(err: BaseException) -> str | None:
+    """Why `err` is an answer retrying cannot change, or None (an outage, or not the store's doing)."""
+    chain, seen = [], err
+    while seen is not None and len(chain) < 8:  # the error and what caused it (MLflow wraps SQLAlchemy wraps sqlite3)
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for cause in chain:
+        if isinstance(cause, OSError) and cause.errno in _PERMANENT_ERRNOS and not isinstance(cause, ConnectionError):
+            where = f": {cause.filename}" if cause.filename else ""
+            return f"{_PERMANENT_ERRNOS[cause.errno]}{where}"
+    text = " ".join(str(getattr(cause, "message", cause)) for cause in chain).lower()
+    for words, reason in _PERMANENT_DATABASE_ERRORS:
+        if words in text:
+            return reason
+    if isinstance(err, MlflowException) and "not in a valid json format" in text:
+        return "it answered something other than MLflow's JSON API; is this an MLflow server?"
+    return None
 
 
 def is_transient(err: BaseException) -> bool:
@@ -122,21 +283,48 @@ class RetryingClient:
 
         return call
 
+    def refusal(self, err: Exception, operation: str) -> TrackingRefused | None:
+        """`err` as a TrackingRefused when it is an answer retrying cannot change, else None.
+
+        A failed upload of files (`log_artifact*`, `log_dict`, ...) that is not an outage is always
+        final, and an ArtifactUploadFailed: the caller may go on without the files.
+        """
+        reason = permanent_reason(err)
+        if reason is None and isinstance(err, MlflowException):
+            status = err.get_http_status_code()
+            no_api = status == 404 and (err.error_code == "ENDPOINT_NOT_FOUND" or "Response body:" in err.message)
+            if status in (401, 403) or no_api:
+                reason = http_refusal(status, "", self.raw.tracking_uri)
+        uploading = operation in ARTIFACT_WRITES
+        if uploading and reason is None and not is_transient(err):
+            reason = _short(err)
+        if reason is None:
+            return None
+        where = f"MLflow at {shown(self.raw.tracking_uri)}"
+        if uploading:
+            return ArtifactUploadFailed(f"{where}: storing files on a run failed: {reason} (in {operation})")
+        return TrackingRefused(f"{where}: {reason} (in {operation})")
+
     def call(self, fn, *args, **kwargs):
         delay, deadline = self.first_delay_s, None
         while True:
             try:
                 return fn(*args, **kwargs)
+            except TrackingUnavailable:
+                raise
             except Exception as err:
+                refused = self.refusal(err, getattr(fn, "__name__", "a tracking call"))
+                if refused is not None:
+                    raise refused from None
                 if not is_transient(err):
                     raise
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + self.max_outage_s
-                    log.warning("MLflow at %s did not answer (%s); retrying for up to %.0f s", self.raw.tracking_uri, _short(err), self.max_outage_s)
+                    log.warning("MLflow at %s did not answer (%s); retrying for up to %.0f s", shown(self.raw.tracking_uri), _short(err), self.max_outage_s)
                 if now >= deadline:
                     raise TrackingUnavailable(
-                        f"MLflow tracking server {self.raw.tracking_uri} has not answered for {self.max_outage_s:g} s "
+                        f"MLflow tracking server {shown(self.raw.tracking_uri)} has not answered for {self.max_outage_s:g} s "
                         f"(tracking.max_outage_s): {_short(err)}. The sweep stopped; run the same command again "
                         "once the server is back to resume it"
                     ) from None
@@ -198,18 +386,20 @@ class RetryingClient:
 
 
 def open_client(tracking_uri: str, max_outage_s: float = 300.0) -> RetryingClient:
-    """A RetryingClient on `tracking_uri`, checked reachable; a SQLite file is created in WAL mode.
+    """A RetryingClient on `tracking_uri`, checked (see the module docstring); a SQLite file is created in WAL mode.
 
     MLflow's usage telemetry stays off unless the user asked for it; against a server, MLflow's own
     retries give way to RetryingClient's (see MLFLOW_HTTP_DEFAULTS).
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    check_reachable(tracking_uri)
     db = sqlite_path(tracking_uri)
+    scheme = urlparse(tracking_uri).scheme.split("+", 1)[0]
     if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        use_write_ahead_log(db)
-    if is_remote(tracking_uri):
+        prepare_sqlite(db, tracking_uri)
+    elif is_remote(tracking_uri):
         for name, value in MLFLOW_HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
+        check_server(tracking_uri)
+    elif scheme in ("postgresql", "mysql", "mssql"):
+        check_database(tracking_uri)
     return RetryingClient(MlflowClient(tracking_uri=with_sqlite_busy_timeout(tracking_uri)), max_outage_s)
