@@ -158,7 +158,7 @@ def check_database(uri: str, timeout_s: float = CHECK_TIMEOUT_S) -> None:
     except ImportError as err:
         raise TrackingRefused(
             f"tracking store {shown(uri)}: the database driver for {url.drivername!r} is not installed ({err}); "
-            "install it (psycopg2-binary for postgresql://, mysqlclient for mysql://, pyodbc for mssql://) "
+            "install it (psycopg[binary] for postgresql://, mysqlclient for mysql://, pyodbc for mssql://) "
             "or name a driver you have in the URI (e.g. postgresql+psycopg://)"
         ) from None
     timeout_arg = {"postgresql": "connect_timeout", "mysql": "connect_timeout", "mssql": "timeout"}.get(url.get_backend_name())
