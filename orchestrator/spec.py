@@ -104,7 +104,7 @@ class _Builder:
         if self.values > MAX_YAML_VALUES:
             raise self.error(path, node, f"more than {MAX_YAML_VALUES} values once aliases are expanded; write the spec out")
         if depth > MAX_YAML_DEPTH:
-            raise self.error(path, node, f"nested deeper than {MAX_YAML_DEPTH} levels (an alias that contains itself?)")
+            raise self.error(path, node, f"nested deeper than {MAX_YAML_DEPTH} levels (lists in lists, or an alias inside itself)")
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path)
         if isinstance(node, yaml.SequenceNode) and node.tag == _TAG + "seq":
@@ -146,17 +146,20 @@ class _Builder:
         """Refuse a plain value YAML 1.1 reads differently (`on` as true, `010` as 8, `1:30` as 90):
         which one a reader or another tool applies is a guess, so the spec must say it plainly."""
         value = node.value
+        if kind not in _YAML12_PATTERNS and kind != "str":
+            return  # another tag: refused by `scalar`
         kind_11 = _YAML11.resolve(yaml.ScalarNode, value, (True, False)).removeprefix(_TAG)
         if kind_11 == "str" or (kind_11 == kind and kind != "int"):
             return  # null, true/false and floats read alike where both versions type them
+        quoted = yaml.ScalarNode(node.tag, value, node.start_mark, node.end_mark, style="'")  # read by 1.2 alone
         if kind_11 in ("bool", "int", "float"):
             read_11 = repr(_YAML11.construct_object(yaml.ScalarNode(_TAG + kind_11, value)))
             read_11 = f"the boolean {read_11.lower()}" if kind_11 == "bool" else read_11
-            if kind_11 == kind == "int" and read_11 == repr(self.scalar(yaml.ScalarNode(node.tag, value, style="'"), path)):
+            if kind_11 == kind == "int" and read_11 == repr(self.scalar(quoted, path)):
                 return
         else:
             read_11 = _YAML11_MEANING.get(kind_11, f"YAML 1.1's {kind_11!r}")
-        read_12 = "text" if kind == "str" else repr(self.scalar(yaml.ScalarNode(node.tag, value, style="'"), path))
+        read_12 = "text" if kind == "str" else repr(self.scalar(quoted, path))
         hint = _YAML11_HINT.get(kind_11, "write it in plain decimal, or quote it for text")
         raise self.error(path, node, f"{value} is {read_11} in YAML 1.1 but {read_12} in YAML 1.2; {hint}")
 
@@ -199,7 +202,8 @@ def load_yaml(text: str, source: str = "<spec>") -> Any:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        context, problem = getattr(err, "context", None), getattr(err, "problem", None)
+        problem = " ".join(filter(None, (context, problem))) or str(err).splitlines()[0]
         raise SpecError(f"{source}: YAML syntax error: {where}{problem}") from None
     except RecursionError:  # PyYAML's pure-Python composer, where libyaml is missing
         raise SpecError(f"{source}: nested too deeply to parse") from None

@@ -198,3 +198,40 @@ def test_every_port_of_a_running_sweep_refuses_requests_without_the_token(tmp_pa
     assert sum("TrialWorker" in name or "ray::" in name for name in answers) >= 2, answers  # the workers' own ports
     exposed = {where: answer for where, answer in answers.items() if answer != "refused"}
     assert not exposed, exposed
+
+
+@pytest.mark.slow
+def test_basic_auth_recipe_of_the_docs_starts_as_written_and_behaves_as_they_say(tmp_path):
+    """docs/security.md's block, run by bash with two workers: logins are needed, READ users cannot
+    write into others' experiments but can create their own, and the auth extra is declared."""
+    import tomllib
+
+    import requests
+
+    from tests.servers import BasicAuthMlflowServer
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(dep.startswith("Flask-WTF") for dep in extras["auth"])
+    server = BasicAuthMlflowServer(tmp_path, workers=2)
+    server.start()
+    try:
+        assert requests.get(f"{server.url}/version", timeout=30).status_code == 401
+        admin = (server.ADMIN, server.admin_password)
+        # Several requests, so both workers answer some: they share the secret key and the user store.
+        assert {requests.get(f"{server.url}/version", auth=admin, timeout=30).status_code for _ in range(6)} == {200}
+        assert requests.get(f"{server.url}/version", auth=(server.ADMIN, "not-the-password"), timeout=30).status_code == 401
+        team = server.admin_request("POST", "/api/2.0/mlflow/experiments/create", json={"name": "team"}).json()["experiment_id"]
+        reader = ("reader", server.create_user("reader"))
+        write = requests.post(f"{server.url}/api/2.0/mlflow/runs/create", json={"experiment_id": team}, auth=reader, timeout=30)
+        assert write.status_code == 403
+        read = requests.get(f"{server.url}/api/2.0/mlflow/experiments/get", params={"experiment_id": team}, auth=reader, timeout=30)
+        assert read.status_code == 200
+        # What the docs warn about: READ does not stop a logged-in user from creating an experiment.
+        own = requests.post(f"{server.url}/api/2.0/mlflow/experiments/create", json={"name": "readers-own"}, auth=reader, timeout=30)
+        assert own.status_code == 200
+        run = requests.post(f"{server.url}/api/2.0/mlflow/runs/create", json={"experiment_id": own.json()["experiment_id"]}, auth=reader, timeout=30)
+        assert run.status_code == 200
+    finally:
+        server.stop()
+    log = (tmp_path / "server.log").read_text()
+    assert server.admin_password not in log

@@ -176,20 +176,6 @@ def experiment_names(uri: str) -> set[str]:
     return {e.name for e in MlflowClient(uri).search_experiments(view_type=3)}  # 3: all, deleted too
 
 
-@pytest.fixture
-def launches(monkeypatch) -> list[str]:
-    """Records any attempt to start or join Ray during the test, which sees no Ray started before it."""
-    import ray
-
-    import orchestrator.scheduler
-
-    calls: list[str] = []
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(orchestrator.scheduler, "connect", lambda *a, **k: calls.append("connect"))
-    monkeypatch.setattr(ray, "init", lambda *a, **k: calls.append("ray.init"))
-    return calls
-
-
 def test_there_are_at_least_20_malformed_files():
     assert len({name for name, _, _ in MALFORMED_FILES}) == len(MALFORMED_FILES) >= 20
 

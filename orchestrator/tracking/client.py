@@ -42,8 +42,10 @@ MLFLOW_HTTP_DEFAULTS = {
 }
 # MlflowClient's calls that store files on a run (in the artifact store, not the database).
 ARTIFACT_WRITES = frozenset({"log_artifact", "log_artifacts", "log_dict", "log_text", "log_figure", "log_image", "log_table"})
-# How long a check before anything launches may wait for the store to answer (seconds).
-CHECK_TIMEOUT_S = 5.0
+# How long a check before anything launches may wait (seconds): to connect, and for an answer (a
+# basic-auth server hashes the password of each request; on a busy machine that takes seconds).
+CHECK_CONNECT_S = 5.0
+CHECK_ANSWER_S = 20.0
 # The server's bulk history route: at most this many runs and points per call (mlflow/server/handlers.py).
 BULK_HISTORY_MAX_RUNS = 100
 BULK_HISTORY_MAX_POINTS = 25_000
@@ -99,6 +101,8 @@ def prepare_sqlite(db: Path, uri: str) -> None:
     milliseconds, where MLflow's engine setup would retry for minutes. WAL: readers such as the
     MLflow UI or `scalesweep status` no longer block the sweep's writes, and a commit costs half.
     """
+    if db.parent.exists() and not db.parent.is_dir():
+        raise TrackingRefused(f"SQLite store {shown(uri)}: {db.parent} is a file, not a folder")
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -117,7 +121,7 @@ def prepare_sqlite(db: Path, uri: str) -> None:
         raise TrackingRefused(f"SQLite store {shown(uri)}: {permanent_reason(err) or err}") from None
 
 
-def check_server(uri: str, timeout_s: float = CHECK_TIMEOUT_S) -> None:
+def check_server(uri: str, connect_s: float = CHECK_CONNECT_S, answer_s: float = CHECK_ANSWER_S) -> None:
     """Fail fast, before any trial launches, unless `uri` is an MLflow tracking server that lets us in.
 
     Asks /health (open to all) and /version (behind the login on a basic-auth server) with the
@@ -130,9 +134,9 @@ def check_server(uri: str, timeout_s: float = CHECK_TIMEOUT_S) -> None:
     creds = get_default_host_creds(uri)
     for endpoint in ("/health", "/version"):
         try:
-            response = http_request(creds, endpoint, "GET", max_retries=0, timeout=timeout_s, raise_on_status=False)
+            response = http_request(creds, endpoint, "GET", max_retries=0, timeout=(connect_s, answer_s), raise_on_status=False)
         except (requests.RequestException, MlflowException) as err:
-            raise TrackingUnavailable(f"{where} is unreachable: {_short(err)}") from None
+            raise TrackingUnavailable(f"{where} is unreachable: {connection_problem(err, connect_s, answer_s)}") from None
         reason = http_refusal(response.status_code, response.text, uri)
         if reason:
             raise TrackingRefused(f"{where}: {reason} (GET {endpoint})")
@@ -146,7 +150,7 @@ def check_server(uri: str, timeout_s: float = CHECK_TIMEOUT_S) -> None:
         )
 
 
-def check_database(uri: str, timeout_s: float = CHECK_TIMEOUT_S) -> None:
+def check_database(uri: str, timeout_s: float = CHECK_CONNECT_S) -> None:
     """For a database URI (postgresql://, mysql://, ...): its driver is installed and it accepts a
     connection within `timeout_s`, so a missing driver or a database that is down fails at once
     instead of after MLflow's engine retries."""
@@ -175,6 +179,22 @@ def check_database(uri: str, timeout_s: float = CHECK_TIMEOUT_S) -> None:
         engine.dispose()
 
 
+def connection_problem(err: BaseException, connect_s: float, answer_s: float) -> str:
+    """What went wrong reaching a server, in a few words (requests' own message runs to lines)."""
+    text = str(err)
+    for words, problem in (
+        ("Read timed out", f"no answer within {answer_s:g} s"),
+        ("timed out", f"no connection within {connect_s:g} s"),
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "unknown host"),
+        ("Failed to resolve", "unknown host"),
+        ("CERTIFICATE_VERIFY_FAILED", "its TLS certificate is not trusted"),
+    ):
+        if words in text:
+            return problem
+    return first_line(err)
+
+
 def first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [""])[0][:300]
 
@@ -198,6 +218,20 @@ def http_refusal(status: int | None, body: str, uri: str) -> str | None:
     if status == 200 and _body_kind(body) == "an HTML page":
         return "it answered with an HTML page, not MLflow's API; is this a login page, or another service on that port?"
     return None
+
+
+def http_status(err: BaseException) -> int | None:
+    """The HTTP status a tracking call failed with: MLflow's REST errors, and the artifact
+    repository's requests errors (uploads to a server's mlflow-artifacts)."""
+    if isinstance(err, MlflowException):
+        return err.get_http_status_code()
+    response = getattr(err, "response", None)
+    return getattr(response, "status_code", None) if isinstance(err, requests.HTTPError) else None
+
+
+def _missing_entity(err: BaseException) -> bool:
+    """A 404 that means 'no such run or experiment' (an answer of MLflow's API), not 'no API here'."""
+    return isinstance(err, MlflowException) and err.error_code == "RESOURCE_DOES_NOT_EXIST"
 
 
 # Database and file-system errors no retry can fix, by the words their drivers use.
@@ -289,12 +323,11 @@ class RetryingClient:
         A failed upload of files (`log_artifact*`, `log_dict`, ...) that is not an outage is always
         final, and an ArtifactUploadFailed: the caller may go on without the files.
         """
-        reason = permanent_reason(err)
-        if reason is None and isinstance(err, MlflowException):
-            status = err.get_http_status_code()
-            no_api = status == 404 and (err.error_code == "ENDPOINT_NOT_FOUND" or "Response body:" in err.message)
-            if status in (401, 403) or no_api:
-                reason = http_refusal(status, "", self.raw.tracking_uri)
+        reason = None
+        status = http_status(err)  # the server's own answer first: its body may say 'Permission denied'
+        if status in (401, 403) or (status == 404 and not _missing_entity(err)):
+            reason = http_refusal(status, "", self.raw.tracking_uri)
+        reason = reason or permanent_reason(err)
         uploading = operation in ARTIFACT_WRITES
         if uploading and reason is None and not is_transient(err):
             reason = _short(err)
