@@ -190,9 +190,10 @@ class Sweep:
 
     def runs(self) -> pd.DataFrame:
         """The sweep's active child runs of the current grid, one per trial; read fresh from MLflow."""
+        grid_keys = self.grid["trial_key"]  # bad input is found before the store is opened
         runs = self.reader.runs()
         runs = runs[~runs["deleted"]]
-        return one_run_per_trial(runs[schema.trial_keys(runs).isin(self.grid["trial_key"])])
+        return one_run_per_trial(runs[schema.trial_keys(runs).isin(grid_keys)])
 
     def n_outside_grid(self) -> int:
         """Active child runs whose trial the current grid does not have (left out of status and fits)."""
@@ -216,11 +217,12 @@ class Sweep:
     def plan(self, offline: bool = False, confirmed: bool = False) -> SweepPlan:
         """The grid and which trials are finished; validates everything, launches nothing."""
         check_grid_size(self.spec, confirmed)
+        trials = self.trials  # bad input is found before the store is opened (and a SQLite file created)
         finished: set[str] = set()
         if not offline and self.parent_run_id is not None:
             runs = self.runs()
             finished = set(schema.trial_keys(runs[runs["run_status"] == "FINISHED"]))
-        return SweepPlan(self.spec, self.trials, finished)
+        return SweepPlan(self.spec, trials, finished)
 
     def run(
         self, address: str | None = None, num_cpus: int | None = None, confirmed: bool = False, progress: bool = True
@@ -289,6 +291,7 @@ class Sweep:
 
     def status(self) -> SweepState:
         """The state of the sweep read from MLflow alone (see SweepState); parent_run_id None if it never ran."""
+        self.grid  # bad input is found before the store is opened
         if self.parent_run_id is None:
             return SweepState(self.spec.name, None, self.grid, results.trials_frame(schema.runs_table([])))
         runs = self.runs()

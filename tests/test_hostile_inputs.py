@@ -222,6 +222,17 @@ def test_workload_import(source, attribute, named, tmp_path, monkeypatch, launch
     refused_run(tmp_path, text, launches, 2, f"workload: workload '{module}:{attribute}'", *named)
 
 
+@pytest.mark.parametrize("command", ["plan", "status", "fit", "report"])
+def test_workload_that_fails_at_import_opens_no_store_in_any_command(command, tmp_path, monkeypatch, launches):
+    module = f"hostile_{uuid.uuid4().hex[:12]}"
+    (tmp_path / f"{module}.py").write_text("raise ImportError('a broken install')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = write_spec(tmp_path, f"name: bad\nworkload: {module}:Thing\naxes: {{n: [10]}}\n" + STORE)
+    args = ["--out", tmp_path / "report"] if command == "report" else []
+    assert_refused(cli(command, spec, *args), 2, f"importing '{module}' failed: ImportError: a broken install")
+    assert not (tmp_path / "store.db").exists() and not launches
+
+
 # -- tracking URI and store state ----------------------------------------------------------------
 
 
