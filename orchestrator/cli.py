@@ -3,9 +3,10 @@
 Exit codes scripts can trust:
   0  everything asked for finished
   1  the sweep ran, but some trials failed or diverged
-  2  bad input (spec, workload, arguments, output path); nothing was launched
+  2  bad input (spec, workload, arguments, output path), or another driver runs the sweep; nothing was launched
   3  the tracking store or the cluster could not be reached or refused the request
   4  an internal error (a bug in scalesweep); `--debug` shows the traceback
+  130, 143  interrupted by Ctrl-C or SIGTERM; the sweep's runs are marked KILLED and `run` resumes it
 
 Errors are raised as typed exceptions where they are found and turned into an exit code and one
 line on stderr only here, in `OneErrorPath`; a traceback is printed only with `--debug`.
@@ -34,14 +35,16 @@ from orchestrator import sweep
 from orchestrator.progress import counts_table, results_table
 from orchestrator.fit import FitError, SweepFits
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
+from orchestrator.driver import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 from orchestrator.redact import redact_secrets
 from orchestrator.spec import SpecError, SweepSpec, load_spec
+from orchestrator.submit import BuildError, submit_sweep
 from orchestrator.sweep import Sweep
 from orchestrator.tracking import ArtifactUploadFailed, TrackingUnavailable
+from orchestrator.tracking.lease import SweepLocked
 from workloads.api import WorkloadError
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
-EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 DEMO_SPEC = Path(__file__).resolve().parent.parent / "examples" / "mnist1d_demo.yaml"
 
 out = Console(soft_wrap=True)
@@ -60,7 +63,7 @@ def fail(message: str, code: int) -> typer.Exit:
 
 def failure(error: Exception) -> tuple[int, str]:
     """The exit code and the line for an exception a command let through."""
-    if isinstance(error, (SpecError, WorkloadError)):
+    if isinstance(error, (SpecError, WorkloadError, SweepLocked, BuildError)):
         return EXIT_BAD_INPUT, str(error)
     if isinstance(error, TrackingUnavailable):
         return EXIT_UNREACHABLE, str(error)
@@ -79,8 +82,11 @@ class OneErrorPath(TyperGroup):
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # a command's own exit code, and the parser's usage errors (exit 2)
         except KeyboardInterrupt:
-            print_error("interrupted; run the same command again to resume")
+            print_error("interrupted: the sweep's parent run and its unfinished trials are marked KILLED; run again to resume")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Terminated:
+            print_error("terminated (SIGTERM): the sweep's parent run and its unfinished trials are marked KILLED; run again to resume")
+            raise typer.Exit(EXIT_TERMINATED) from None
         except Exception as error:
             code, message = failure(error)
             if ctx.params.get("debug"):
@@ -93,7 +99,7 @@ app = typer.Typer(
     cls=OneErrorPath,
     help="Scaling-law sweeps: a grid of model size x data size trained on Ray, recorded in MLflow, fitted and reported.\n\n"
     "Exit codes: 0 done, 1 some trials failed, 2 bad input (nothing launched), 3 tracking store or cluster "
-    "unreachable or refusing, 4 internal error.",
+    "unreachable or refusing, 4 internal error, 130/143 interrupted (Ctrl-C/SIGTERM; run again to resume).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -148,17 +154,43 @@ def run(
     num_cpus: Optional[int] = typer.Option(None, help="CPUs for a new local Ray (default: all)"),
     yes: bool = typer.Option(False, "--yes", "-y", help="confirm a grid larger than execution.max_trials"),
     progress: bool = typer.Option(True, help="show a live progress bar"),
+    extend: bool = typer.Option(False, "--extend", help="accept a spec that differs from the sweep's recorded one: add its trials, keep the old ones still in the grid"),
+    force_takeover: bool = typer.Option(False, "--force-takeover", help="take the sweep over from another driver you know is gone"),
 ):
-    """Run every trial of SPEC that has no FINISHED run in MLflow yet (so running it again resumes)."""
+    """Run every trial of SPEC that has no FINISHED run in MLflow yet (so running it again resumes).
+
+    One driver per sweep: while another driver runs it, this one exits 2 naming it."""
     spec = load_spec(spec_path)
     sweep_ = Sweep(spec)
-    outcome = sweep_.run(address=address, num_cpus=num_cpus, confirmed=yes, progress=progress)
+    outcome = sweep_.run(address=address, num_cpus=num_cpus, confirmed=yes, progress=progress, extend=extend, force_takeover=force_takeover)
     print_outcome(spec, outcome)
     print_results(spec, sweep_.status())
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)
 
 
+@app.command()
+def submit(
+    spec_path: Path = SpecArg,
+    address: str = typer.Option("http://127.0.0.1:8265", help="the cluster's Jobs API: its dashboard URL (`ray dashboard CONFIG` forwards it to this default)"),
+    working_dir: Optional[Path] = typer.Option(None, help="folder uploaded with the job, holding the spec (default: the spec's folder)"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="confirm a grid larger than execution.max_trials"),
+):
+    """Run SPEC as a Ray job on a cluster whose nodes need not have scalesweep installed.
+
+    Builds this checkout's wheel into the job's working dir, and the job's runtime_env pip-installs it
+    on every node the sweep uses. Prints the job id and returns; the sweep runs on without this process.
+    """
+    spec = load_spec(spec_path)
+    job = submit_sweep(spec, spec_path, address, working_dir, confirmed=yes)
+    out.print(f"sweep {spec.name}: submitted as Ray job {job.submission_id} (scalesweep from {job.wheel})", highlight=False)
+    out.print(f"  follow its log:  ray job logs --address {address} --follow {job.submission_id}", highlight=False)
+    out.print(f"  trials so far:   scalesweep status {spec_path}", highlight=False)
+    out.print(f"  stop it:         ray job stop --address {address} {job.submission_id}", highlight=False)
+
+
 def print_outcome(spec: SweepSpec, outcome: sweep.SweepOutcome) -> None:
+    if outcome.took_over_from:
+        out.print(f"took the sweep over from a driver that is gone ({outcome.took_over_from})")
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items())) or "nothing to run"
     out.print(
         f"sweep {spec.name}: {outcome.n_trials} trials, {outcome.n_skipped} already finished, "
@@ -201,6 +233,14 @@ def status(spec_path: Path = SpecArg, trials: bool = typer.Option(False, "--tria
         f"sweep {spec.name} (parent run {state.parent_run_id}): {state.grid_size} trials: "
         f"{summary or 'none recorded'}, {state.pending} pending"
     )
+    if state.driver:
+        out.print(f"driver: {state.driver}")
+    elif state.counts.get("running"):
+        out.print("[yellow]no live driver holds this sweep: its running trials were left by one that is gone; `run` resumes them[/yellow]")
+    if state.n_duplicates:
+        out.print(f"[yellow]{state.n_duplicates} extra finished run(s) of trials that already have one: counted once; `run` marks them duplicate[/yellow]")
+    if state.n_deleted:
+        out.print(f"[yellow]{state.n_deleted} trial(s) have only deleted runs (MLflow's trash): `run` trains them again[/yellow]")
     if state.n_outside_grid:
         out.print(f"left out {state.n_outside_grid} run(s) of trials that are not in the current grid")
     now = time.time()
@@ -280,6 +320,8 @@ def report(
         written = sweep_.report(target, n_boot=n_boot, formats=tuple(formats), upload=False)
     except OSError as error:  # the tracking store's own errors arrive typed; this is the report's files
         raise fail(f"--out {target}: cannot write the report: {error.strerror or error}", EXIT_BAD_INPUT) from None
+    for note in sweep_.left_out():
+        out.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     for path in written:
         out.print(f"wrote {path}")
     out.print(f"open {target.resolve() / 'report.html'} in a browser (works offline)")

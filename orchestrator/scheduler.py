@@ -69,6 +69,9 @@ class TrialWorker:
     """A long-lived process that trains packs of trials of one workload."""
 
     def __init__(self, workload_ref: str, driver_cwd: str, gpu_share: float = 0.0):
+        from orchestrator.driver import die_with_parent
+
+        die_with_parent()  # a worker mid-pack stops with its raylet instead of training on for nobody
         # A team's workload may live in the directory the sweep was started from.
         if driver_cwd not in sys.path:
             sys.path.insert(0, driver_cwd)
@@ -101,6 +104,11 @@ def check_fits_locally(resources: Resources, num_cpus: int | None) -> None:
             f"resources_per_trial.cpu: {resources.cpu:g} CPUs per worker, but the local Ray has {cpus}; "
             "ask for fewer, or run on a cluster with --address"
         )
+    if resources.custom_resources:
+        raise SpecError(
+            f"resources_per_trial.custom_resources: {', '.join(resources.custom_resources)} per worker, but a new "
+            "local Ray has no custom resources; run on a cluster whose nodes advertise them, with --address"
+        )
     if resources.gpu != "auto" and resources.gpu > 0:
         import torch
 
@@ -125,6 +133,8 @@ def worker_slots(resources: Resources, gpus: float, cap: int | None) -> int:
     slots = int(total.get("CPU", 1) // resources.cpu)
     if gpus > 0:
         slots = min(slots, int(total.get("GPU", 0) / gpus + 1e-9))
+    for name, amount in resources.custom_resources.items():
+        slots = min(slots, int(total.get(name, 0) / amount + 1e-9))
     slots = max(slots, 1)
     return min(slots, cap) if cap else slots
 
@@ -147,7 +157,7 @@ class Scheduler:
         return worker_slots(self.resources, self.gpus, self.execution.max_workers)
 
     def _new_worker(self):
-        options = {"num_cpus": self.resources.cpu, "num_gpus": self.gpus}
+        options = {"num_cpus": self.resources.cpu, "num_gpus": self.gpus, "resources": dict(self.resources.custom_resources)}
         return TrialWorker.options(**options).remote(self.workload_ref, os.getcwd(), self.gpus)
 
     def run(

@@ -297,8 +297,8 @@ class Tracking(_Strict):
             raise ValueError(f"{shown!r} is not a tracking URI; expected one of the schemes {', '.join(TRACKING_SCHEMES)}")
         if scheme == "sqlite" and not uri.startswith("sqlite:///"):
             raise ValueError(f"{shown!r}: a SQLite URI needs three slashes, e.g. sqlite:///scalesweep.db")
-        if scheme == "sqlite" and uri.split("?", 1)[0] in ("sqlite:///", "sqlite:///:memory:"):
-            raise ValueError(f"{shown!r}: give a database file, e.g. sqlite:///scalesweep.db (an in-memory store keeps nothing)")
+        if scheme == "sqlite" and (uri.split("?", 1)[0] in ("sqlite:///", "sqlite:///:memory:") or "mode=memory" in uri):
+            raise ValueError(f"{shown!r} is an in-memory store, which keeps nothing: name a file, e.g. sqlite:///scalesweep.db")
         if scheme in ("http", "https") and not re.match(r"^https?://([^/@\s]+@)?[^/:@\s]+(:\d{1,5})?(/\S*)?$", uri):
             raise ValueError(f"{shown!r} is not a valid http(s) URL")
         if scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
@@ -318,6 +318,11 @@ class Resources(_Strict):
         default="auto", description="'auto': a fraction of a GPU when the cluster has GPUs, none otherwise"
     )
     workers_per_gpu: int = Field(default=8, ge=1, le=64, description="worker slots sharing one GPU when gpu is 'auto'")
+    custom_resources: dict[Name, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="Ray custom resources per worker, e.g. {gpu_1x_spot: 0.125}: only nodes that advertise them "
+        "run trials, and an autoscaler launches only node types that have them",
+    )
 
     @field_validator("gpu")
     @classmethod

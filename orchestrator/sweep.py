@@ -13,6 +13,10 @@ spec and MLflow alone, so nothing needs the process that launched the sweep.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -28,8 +32,18 @@ from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.fit.isoflop import fit_isoflop
 from orchestrator.grid import Trial, expand_grid, load_workload
 from orchestrator.spec import SpecError, SweepSpec, load_spec
+from orchestrator.driver import Terminated
 from orchestrator.tracking import SweepReader, SweepStore, TrackingUnavailable, TrialRecorder
 from orchestrator.tracking import schema
+from orchestrator.tracking.lease import Lease, SweepLocked, describe
+
+log = logging.getLogger(__name__)
+
+# The parent run's record of what the sweep is: a hash, and the parts a changed spec is compared by.
+SPEC_HASH_TAG = "scalesweep.spec_hash"
+SPEC_IDENTITY_TAG = "scalesweep.spec"
+# What a spec's trials do not depend on: changing these never makes it another sweep.
+NOT_IDENTITY = ("name", "description", "tracking", "resources_per_trial", "execution")
 
 
 class GridTooLarge(SpecError):
@@ -64,6 +78,7 @@ class SweepOutcome:
     wall_s: float = 0.0
     n_packs: int = 0  # packs the submitted trials ran in (equal to n_submitted when nothing was packed)
     recording_s: float = 0.0  # wall time spent in MLflow calls on the recorder's thread (seconds)
+    took_over_from: str | None = None  # the gone driver whose lease this run took, described
 
     @property
     def n_submitted(self) -> int:
@@ -89,6 +104,9 @@ class SweepState:
     first_start_s: float | None = None  # unix seconds of the earliest trial start
     last_activity_s: float | None = None  # unix seconds of the latest trial start or end
     n_outside_grid: int = 0  # recorded runs whose trial is not in the current grid (left out)
+    n_deleted: int = 0  # trials of the grid whose only runs were deleted (MLflow's trash): `run` trains them again
+    n_duplicates: int = 0  # extra FINISHED runs of trials that already have one (counted once; `run` marks them)
+    driver: str | None = None  # the live driver holding the sweep's lease, described; None when none runs it
 
     @property
     def grid_size(self) -> int:
@@ -123,6 +141,53 @@ def check_grid_size(spec: SweepSpec, confirmed: bool) -> None:
             f"axes: the grid has {spec.grid_size} trials, more than execution.max_trials={spec.execution.max_trials}; "
             "confirm with --yes (confirmed=True) or raise execution.max_trials"
         )
+
+
+def spec_identity(spec: SweepSpec) -> dict:
+    """What makes a sweep this sweep: its workload, grid and fixed params (everything its trials depend on)."""
+    return {k: v for k, v in spec.model_dump(mode="json").items() if k not in NOT_IDENTITY}
+
+
+def spec_hash(spec: SweepSpec) -> str:
+    canonical = json.dumps(spec_identity(spec), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def spec_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'field: old -> new' for each leaf that differs between two spec identities."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += spec_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}: {json.dumps(a)} -> {json.dumps(b)}")
+    return changes
+
+
+def check_identity(spec: SweepSpec, parent_tags: dict[str, str], extend: bool) -> None:
+    """Refuse a spec that is not the sweep recorded under its name (see Sweep.run)."""
+    if parent_tags.get(SPEC_HASH_TAG, spec_hash(spec)) == spec_hash(spec):
+        return  # the same sweep, or one recorded before sweeps had an identity
+    try:
+        recorded = json.loads(parent_tags.get(SPEC_IDENTITY_TAG, "{}"))
+    except ValueError:
+        recorded = {}
+    changes = spec_changes(recorded, spec_identity(spec)) or ["(the recorded spec could not be read back)"]
+    if recorded.get("workload", spec.workload) != spec.workload:
+        raise SpecError(
+            f"name: sweep {spec.name!r} was recorded with workload {recorded['workload']!r}, not {spec.workload!r}; "
+            "another workload is another sweep: give it its own name"
+        )
+    if not extend:
+        raise SpecError(
+            f"name: sweep {spec.name!r} was recorded with another spec ({'; '.join(changes)}); give the new one its own "
+            "name, or pass --extend to add its trials to this sweep (old trials outside the new grid are left out)"
+        )
+
+
+def _short(err: BaseException) -> str:
+    return f"{err.__class__.__name__}: {err}"[:1000]
 
 
 def one_run_per_trial(runs: pd.DataFrame) -> pd.DataFrame:
@@ -196,14 +261,31 @@ class Sweep:
         return one_run_per_trial(runs[schema.trial_keys(runs).isin(grid_keys)])
 
     def n_outside_grid(self) -> int:
-        """Active child runs whose trial the current grid does not have (left out of status and fits)."""
+        """Active child runs whose trial the current grid does not have (left out of status and fits),
+        as of the last read."""
         runs = self.reader.runs(refresh=False)
         active = runs[~runs["deleted"]]
         return int((~schema.trial_keys(active).isin(self.grid["trial_key"])).sum())
 
-    def results(self) -> pd.DataFrame:
-        """One row per finished trial of the current grid (results.trials_frame)."""
-        runs = self.runs()
+    def n_deleted(self) -> int:
+        """Trials of the grid whose runs are all deleted (e.g. in the MLflow UI), as of the last read."""
+        runs = self.reader.runs(refresh=False)
+        keys = schema.trial_keys(runs)
+        gone = set(keys[runs["deleted"]]) - set(keys[~runs["deleted"]])
+        return len(gone & set(self.grid["trial_key"]))
+
+    def left_out(self) -> list[str]:
+        """What status, fits and reports leave out, one sentence each, as of the last read."""
+        notes = []
+        if self.n_deleted():
+            notes.append(f"{self.n_deleted()} trial(s) of the grid have only deleted runs (MLflow's trash): left out; `run` trains them again")
+        if self.n_outside_grid():
+            notes.append(f"left out {self.n_outside_grid()} run(s) of trials that are not in the current grid")
+        return notes
+
+    def results(self, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+        """One row per finished trial of the current grid (results.trials_frame), from `runs` (self.runs())."""
+        runs = self.runs() if runs is None else runs
         return results.trials_frame(runs[runs["run_status"] == "FINISHED"])
 
     def history(self, trials: pd.DataFrame, metrics=("train_error", "test_error")) -> pd.DataFrame:
@@ -225,44 +307,108 @@ class Sweep:
         return SweepPlan(self.spec, trials, finished)
 
     def run(
-        self, address: str | None = None, num_cpus: int | None = None, confirmed: bool = False, progress: bool = True
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        confirmed: bool = False,
+        progress: bool = True,
+        extend: bool = False,
+        force_takeover: bool = False,
     ) -> SweepOutcome:
-        """Run every trial of the spec that has no FINISHED run yet, on Ray, recording to MLflow."""
-        from orchestrator.pack import make_packs, uses_packs
-        from orchestrator.progress import SweepProgress
-        from orchestrator.scheduler import Scheduler, check_fits_locally, connect
+        """Run every trial of the spec that has no FINISHED run yet, on Ray, recording to MLflow.
 
-        started = time.perf_counter()
+        One driver per sweep: a second one raises SweepLocked while the first lives (`force_takeover`
+        takes the lease anyway). A spec whose grid, params or workload differ from the sweep's recorded
+        one raises SpecError naming the difference, unless `extend` (never for another workload).
+        """
+        from orchestrator.driver import check_ray_address, signals_as_exceptions
+
         spec = self.spec
         check_grid_size(spec, confirmed)
         trials = self.trials  # validates every trial config before anything launches
-        uses_packs(self.workload, spec.execution.mode)  # mode 'pack' on a workload that cannot pack is bad input
-        if address is None:
-            check_fits_locally(spec.resources_per_trial, num_cpus)
+        self._check_execution(address, num_cpus)
+        if address:
+            check_ray_address(address)
         store = self.store
         parent = store.open_sweep(spec.name, spec.model_dump(mode="json"), len(trials))
         self._parent_run_id = parent
-        live = store.prepare_resume(self.reader.runs())  # what a dead driver left; never duplicated
+        check_identity(spec, store.sweep_tags(parent), extend)
+        lease = Lease(store.client, parent)
+        lease.acquire(force=force_takeover)
+        tags = {SPEC_HASH_TAG: spec_hash(spec), SPEC_IDENTITY_TAG: schema.tag_value(spec_identity(spec))}
+        # Every way out ends the parent run in a true state; a second Ctrl-C meanwhile exits at once.
+        with signals_as_exceptions():
+            try:
+                store.start_sweep(parent, spec.model_dump(mode="json"), len(trials), tags)
+                lease.start()
+                outcome = self._run_trials(address, num_cpus, progress, lease)
+            except TrackingUnavailable:
+                lease.release()
+                raise  # nothing can be recorded; the lease lapses and the next run resumes the sweep
+            except SweepLocked:
+                raise  # another driver holds the sweep now: its parent run is not ours to end
+            except BaseException as err:
+                status = "KILLED" if isinstance(err, (KeyboardInterrupt, Terminated)) else "FAILED"
+                reason = {KeyboardInterrupt: "interrupted (SIGINT)", Terminated: "terminated (SIGTERM)"}.get(type(err))
+                with contextlib.suppress(Exception):
+                    store.close_sweep(parent, status, reason or _short(err))
+                lease.release()
+                raise
+            store.close_sweep(parent, "FINISHED" if outcome.ok else "FAILED", "" if outcome.ok else "some trials failed or diverged")
+            lease.release()
+        outcome.took_over_from = lease.took_over
+        return outcome
+
+    def _check_execution(self, address: str | None, num_cpus: int | None) -> None:
+        from orchestrator.pack import uses_packs
+        from orchestrator.scheduler import check_fits_locally
+
+        uses_packs(self.workload, self.spec.execution.mode)  # mode 'pack' on a workload that cannot pack is bad input
+        if num_cpus is not None and num_cpus < 1:
+            raise SpecError(f"--num-cpus: a local Ray needs at least 1 CPU, got {num_cpus}")
+        if address is None:
+            check_fits_locally(self.spec.resources_per_trial, num_cpus)
+
+    def _run_trials(self, address: str | None, num_cpus: int | None, progress: bool, lease: Lease) -> SweepOutcome:
+        """Settle what earlier drivers left, then train what is not finished; the parent run is open."""
+        import ray
+
+        from orchestrator.driver import start_reaper
+        from orchestrator.pack import make_packs
+        from orchestrator.progress import SweepProgress
+        from orchestrator.scheduler import Scheduler, connect
+
+        started = time.perf_counter()
+        spec, store, parent = self.spec, self.store, self._parent_run_id
+        runs = self.reader.runs()
+        if store.mark_duplicates(runs):
+            runs = self.reader.runs()
+        live = store.prepare_resume(runs)  # what a dead driver left; never duplicated
         live = live[schema.trial_keys(live).isin(self.grid["trial_key"])]
         finished = set(schema.trial_keys(live[live["run_status"] == "FINISHED"]))
         unfinished = one_run_per_trial(live[live["run_status"] != "FINISHED"])
         reusable = dict(zip(schema.trial_keys(unfinished), unfinished["run_id"]))
-        todo = [t for t in trials if t.key not in finished]
-        outcome = SweepOutcome(parent, len(trials), len(trials) - len(todo))
+        todo = [t for t in self.trials if t.key not in finished]
+        outcome = SweepOutcome(parent, len(self.trials), len(self.trials) - len(todo))
         if not todo:
-            store.close_sweep(parent, "FINISHED")
             return outcome
 
+        local = address is None and not ray.is_initialized()
         connect(address, num_cpus)
+        if local:
+            start_reaper()  # the local Ray goes with this process, however it ends
         scheduler = Scheduler(spec.workload, spec.resources_per_trial, spec.execution)
         packs = make_packs(todo, self.workload, spec.execution.mode, scheduler.n_slots, gpu=scheduler.gpus > 0)
         # MLflow calls happen on the recorder's thread: the scheduler never waits for the tracking store.
         recorder = TrialRecorder(store, parent, reusable)
         dispatched: set[str] = set()
+        ended: set[str] = set()
 
         def on_dispatch(pack: list[Trial]) -> None:
             if recorder.error is not None:
                 raise recorder.error
+            if lease.lost:
+                raise SweepLocked(lease.lost)
             recorder.started(pack)
             fresh = {trial.key for trial in pack} - dispatched  # a retried pack is already counted as running
             dispatched.update(fresh)
@@ -270,6 +416,7 @@ class Sweep:
 
         def on_result(trial: Trial, result) -> None:
             recorder.finished(trial, result)
+            ended.add(trial.key)
             outcome.counts[result.status] += 1
             bar.finished(result.status)
 
@@ -278,12 +425,13 @@ class Sweep:
                 scheduler.run(packs, on_dispatch, on_result)
                 recorder.close()
             except TrackingUnavailable:
-                raise  # nothing can be recorded; the parent stays RUNNING and the next run resumes it
+                raise
             except BaseException:
                 recorder.close(timeout_s=30, raise_error=False)  # keep the results that did arrive
-                store.close_sweep(parent, "KILLED")
+                interrupted = [recorder.run_ids[k] for k in dispatched - ended if k in recorder.run_ids]
+                with contextlib.suppress(Exception):
+                    store.kill_runs(interrupted)  # marked now, not at the next run
                 raise
-        store.close_sweep(parent, "FINISHED" if outcome.ok else "FAILED")
         outcome.wall_s = time.perf_counter() - started
         outcome.n_packs = len(packs)
         outcome.recording_s = recorder.busy_s
@@ -305,7 +453,23 @@ class Sweep:
             first_start_s=float(starts.min()) / 1000 if len(starts) else None,
             last_activity_s=float(moments.max()) / 1000 if len(moments) else None,
             n_outside_grid=self.n_outside_grid(),
+            n_deleted=self.n_deleted(),
+            n_duplicates=self.n_duplicates(),
+            driver=self.driver(),
         )
+
+    def driver(self) -> str | None:
+        """The live driver that holds the sweep's lease, described (host, pid, heartbeat), or None."""
+        lease = Lease(self.store.client, self.parent_run_id)
+        live = lease.holder_if_live()
+        return describe(*live, int(time.time() * 1000)) if live else None
+
+    def n_duplicates(self) -> int:
+        """Extra FINISHED runs of trials of the grid that already have one, as of the last read."""
+        runs = self.reader.runs(refresh=False)
+        finished = runs[~runs["deleted"] & (runs["run_status"] == "FINISHED")]
+        keys = schema.trial_keys(finished)
+        return int(keys[keys.isin(self.grid["trial_key"])].duplicated().sum())
 
     def fit(
         self,
@@ -321,18 +485,15 @@ class Sweep:
         Per-axis power laws, the joint L(N, D), IsoFLOP profiles, held-out extrapolation and double-descent
         verdicts per curve (see `orchestrator.fit.fit_trials`). Raises FitError when nothing can be fitted.
         """
-        trials = self.results()
+        runs = self.runs()
+        trials = self.results(runs)
         history = self.history(trials, (metric, "train_error")) if epoch_wise and not trials.empty else None
         fits = fit_trials(trials, history, metric=metric, n_boot=n_boot, train_tol=train_tol, min_rise=min_rise)
-        runs = self.runs()
         diverged = sorted(schema.trial_keys(runs[schema.trial_statuses(runs) == "diverged"]))
         notes = list(fits.notes)
         if diverged:
             notes.append(f"left out {len(diverged)} diverged trial(s): {', '.join(diverged)}")
-        outside = self.n_outside_grid()
-        if outside:
-            notes.append(f"left out {outside} run(s) of trials that are not in the current grid")
-        fits = replace(fits, notes=tuple(notes))
+        fits = replace(fits, notes=tuple(notes + self.left_out()))
         if log:
             self.log_fits(fits)
         return fits

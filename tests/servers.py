@@ -97,9 +97,11 @@ def postgres_bin_dir() -> Path:
 
 
 class PostgresServer:
-    """One PostgreSQL cluster of its own, trust auth on 127.0.0.1 only; `create_database` hands out URIs."""
+    """One PostgreSQL cluster of its own on 127.0.0.1 only, trust auth or, given a password, password
+    auth (scram-sha-256) as a production database has; `create_database` hands out URIs."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
+        self.password = password
         self.bin = postgres_bin_dir()
         self.root = Path(tempfile.mkdtemp(prefix="scalesweep-pg-"))
         self.data = self.root / "data"
@@ -115,7 +117,13 @@ class PostgresServer:
         return ["runuser", "-u", self.as_user, "--", *args] if self.as_user else list(args)
 
     def start(self, timeout_s: float = 60) -> None:
-        initdb = self._command(str(self.bin / "initdb"), "-D", str(self.data), "-U", DATABASE_USER, "--auth=trust", "-E", "UTF8")
+        auth = ["--auth=trust"]
+        if self.password:
+            (self.root / "pwfile").write_text(self.password)
+            if self.as_user:
+                shutil.chown(self.root / "pwfile", self.as_user)
+            auth = ["--auth=scram-sha-256", f"--pwfile={self.root / 'pwfile'}"]
+        initdb = self._command(str(self.bin / "initdb"), "-D", str(self.data), "-U", DATABASE_USER, *auth, "-E", "UTF8")
         done = subprocess.run(initdb, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
@@ -136,10 +144,10 @@ class PostgresServer:
         raise RuntimeError(f"postgres on port {self.port} not ready after {timeout_s} s")
 
     def create_database(self, name: str) -> str:
-        """A new database; its SQLAlchemy URI (psycopg2 driver)."""
+        """A new database; its SQLAlchemy URI (postgresql://: SQLAlchemy 2.1 picks the psycopg 3 driver)."""
         created = subprocess.run(
             [str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", DATABASE_USER, name],
-            capture_output=True, text=True,
+            capture_output=True, text=True, env={**os.environ, **({"PGPASSWORD": self.password} if self.password else {})},
         )  # fmt: skip
         if created.returncode:
             raise RuntimeError(f"createdb {name} failed: {created.stderr.strip()}")

@@ -1,9 +1,10 @@
-"""A real two-node Ray cluster on this machine runs a sweep submitted as a Ray job.
+"""A sweep reaches a real two-node Ray cluster whose Python does not have scalesweep, the README's way.
 
-The cluster is what `ray up` or KubeRay builds, in miniature: a head started with `ray start --head`
-and a second node joined with `ray start --address`, token auth on, the dashboard (and so the Jobs
-API) bound to 127.0.0.1. The sweep goes in the way cluster/README.md tells users to submit it:
-`ray job submit --working-dir . -- scalesweep run spec.yaml --address auto`.
+The cluster is what `ray up` or KubeRay builds, in miniature (tests/ray_cluster_harness.py): `ray
+start --head` and one `ray start --address` node, token auth on, the Jobs API on 127.0.0.1, run from
+a Python environment with every dependency of scalesweep but not scalesweep, from a folder outside
+any checkout. `scalesweep submit` builds this checkout's wheel into the job's working dir, and the
+job's runtime_env pip-installs it on each node: the only way scalesweep can get there.
 
 Other Ray clusters may run on the same machine, so this one uses free ports and a temp dir of its
 own and is stopped by the process ids it started, never by `ray stop`.
@@ -13,208 +14,239 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator import load_spec
-from tests.conftest import REPO, free_port
+from orchestrator.submit import REPRODUCIBLE_EPOCH, TORCH_REQUIREMENT, build_wheel, job_runtime_env
+from tests.conftest import REPO
+from tests.ray_cluster_harness import LocalRayCluster, python_without_scalesweep
 
-BIN = Path(sys.executable).parent
-RAY = str(BIN / "ray")
-# What a job's working dir must not carry to the cluster (Ray caps an upload at 500 MiB).
-UPLOAD_EXCLUDES = [".venv", ".git", "**/__pycache__", "mlruns", "mlartifacts", "reports", "*.db", ".pytest_cache"]
+TRACED_WORKLOAD = REPO / "tests" / "data" / "traced_workload.py"
 
 
-class LocalRayCluster:
-    """`ray start --head` plus `ray start --address` nodes, each a `--block` process in its own session."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.token = uuid.uuid4().hex
-        self.gcs_port = free_port()
-        self.dashboard_port = free_port()
-        self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
-        self.processes: list[subprocess.Popen] = []
-        self.logs: list = []
-        # Every Ray process and the job driver get the same token, never ~/.ray/auth_token (which other
-        # clusters on this machine use); the CLI reads it from here too. Nothing inherited may point a
-        # command at another cluster (RAY_ADDRESS) or another token (RAY_AUTH_TOKEN_PATH).
-        inherited = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
-        self.env = {
-            **inherited,
-            "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN": self.token,
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "RAY_USAGE_STATS_ENABLED": "0",
-        }
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def _node_ports(self) -> list[str]:
-        """Fresh ports for one node: two nodes on one machine must not share Ray's fixed defaults."""
-        ports = {
-            "--node-manager-port": free_port(),
-            "--object-manager-port": free_port(),
-            "--dashboard-agent-listen-port": free_port(),
-            "--dashboard-agent-grpc-port": free_port(),
-            "--runtime-env-agent-port": free_port(),
-            "--metrics-export-port": free_port(),
-        }
-        # Port 0: every worker process binds a port the OS picks.
-        return [str(a) for item in ports.items() for a in item] + ["--min-worker-port", "0", "--max-worker-port", "0"]
-
-    def _start(self, name: str, args: list[str]) -> None:
-        """One node: its own temp dir, as on separate machines (nodes sharing one would share the
-        unpacked runtime envs, and one node's cleanup would pull a job's working dir from under another)."""
-        log = open(self.root / f"{name}.log", "ab")
-        self.logs.append(log)
-        command = [RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                   "--temp-dir", str(self.root / name),
-                   "--object-store-memory", str(100 * 1024**2), "--disable-usage-stats", *self._node_ports(), *args]  # fmt: skip
-        self.processes.append(
-            subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        )
-
-    def start(self, n_workers: int = 1, timeout_s: float = 60) -> None:
-        self._start(
-            "head",
-            ["--head", "--port", str(self.gcs_port),
-             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
-             "--ray-client-server-port", str(free_port())],
-        )  # fmt: skip
-        self.wait_for_nodes(1, timeout_s)
-        for i in range(n_workers):
-            self._start(f"worker{i}", ["--address", f"127.0.0.1:{self.gcs_port}"])
-        self.wait_for_nodes(1 + n_workers, timeout_s)
-
-    def alive_nodes(self) -> list[dict]:
-        """The cluster's ALIVE nodes, from the state API behind the dashboard."""
-        response = requests.get(f"{self.dashboard_url}/api/v0/nodes", headers=self.headers, timeout=5)
-        response.raise_for_status()
-        return [n for n in response.json()["data"]["result"]["result"] if n["state"] == "ALIVE"]
-
-    def wait_for_nodes(self, n: int, timeout_s: float) -> None:
-        deadline = time.time() + timeout_s
-        while time.time() < deadline:
-            for process in self.processes:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{process.args[:4]} exited with {process.returncode}; see logs in {self.root}")
-            try:
-                if len(self.alive_nodes()) >= n:
-                    return
-            except (requests.RequestException, KeyError, ValueError):
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"{n} Ray nodes not alive after {timeout_s} s; see logs in {self.root}")
-
-    def own_pids(self) -> set[int]:
-        """Processes of this cluster alone: in a process group it started, or naming one of its temp dirs."""
-        groups = {p.pid for p in self.processes}
-        pids = set()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                if os.getpgid(int(entry.name)) in groups or str(self.root) in cmdline:
-                    pids.add(int(entry.name))
-            except (OSError, ProcessLookupError):
-                pass
-        return pids
-
-    def stop(self) -> None:
-        """Workers first, then the head: a raylet that lost its GCS waits a minute for it to come back.
-        Everything worth keeping is in MLflow already, so a node gets 5 s to stop before it is killed."""
-        leftovers = self.own_pids()
-        for started in reversed(self.processes):
-            if started.poll() is None:
-                os.killpg(started.pid, signal.SIGTERM)
-            try:
-                started.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(started.pid, signal.SIGKILL)
-                started.wait()
-        deadline = time.time() + 5
-        while leftovers and time.time() < deadline:
-            leftovers = {pid for pid in leftovers if Path(f"/proc/{pid}").exists()}
-            time.sleep(0.2)
-        for pid in leftovers & self.own_pids():
-            os.kill(pid, signal.SIGKILL)
-        for log in self.logs:
-            log.close()
+def scalesweep(*args: str, env: dict, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The `scalesweep` command of this checkout (the user's laptop), as the README runs it."""
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
+def bare_cluster():
+    """Two nodes running a Python without scalesweep; the second advertises a custom resource, as a
+    node type of cluster/aws-gpu.yaml does."""
     # A short root: Ray's unix socket paths live under the temp dir and must fit in 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="ss-cluster-"))
-    cluster = LocalRayCluster(root)
+    bin_dir = python_without_scalesweep(root / "env")
+    cluster = LocalRayCluster(root, bin_dir)
     try:
-        cluster.start(n_workers=1)
+        cluster.start(n_workers=1, worker_resources={"gpu_1x_spot": 1})
         yield cluster
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_sweep_submitted_as_ray_job_records_one_finished_run_per_trial(ray_cluster, write_spec, toy_spec):
-    spec_path = write_spec({**toy_spec, "name": "cluster-job", "axes": {"n": [10, 100], "d": [100, 1000]}})
-    # The toy workload lives in tests/, so the job's working dir is the repository (as a team's own
-    # workload package would be); Ray uploads a copy, and the spec travels inside it.
-    job_spec = REPO / f".cluster-job-{uuid.uuid4().hex[:8]}.yaml"
-    job_spec.write_text(spec_path.read_text())
-    submission_id = f"sweep-{uuid.uuid4().hex[:8]}"
-    try:
-        submit = subprocess.run(
-            [RAY, "job", "submit", "--address", ray_cluster.dashboard_url, "--submission-id", submission_id,
-             "--working-dir", str(REPO), "--runtime-env-json", json.dumps({"excludes": UPLOAD_EXCLUDES}),
-             "--", "scalesweep", "run", job_spec.name, "--address", "auto", "--no-progress"],
-            env=ray_cluster.env, capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
-    finally:
-        job_spec.unlink()
-    output = submit.stdout + submit.stderr
-    assert submit.returncode == 0, output
+@pytest.fixture
+def checkout_env():
+    """The environment of a `scalesweep` command on the user's laptop: this checkout."""
+    return {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "token"}
 
-    job = requests.get(f"{ray_cluster.dashboard_url}/api/jobs/{submission_id}", headers=ray_cluster.headers, timeout=5)
-    assert job.json()["status"] == "SUCCEEDED", output
-    assert "4 submitted (4 finished)" in output
 
-    spec = load_spec(spec_path)
-    client = MlflowClient(spec.tracking.uri)
-    experiment = client.get_experiment_by_name(spec.experiment)
-    runs = client.search_runs([experiment.experiment_id])
+@pytest.fixture
+def laptop_env(bare_cluster, checkout_env):
+    """The same, holding the cluster's token."""
+    return {**checkout_env, "RAY_AUTH_TOKEN": bare_cluster.token}
+
+
+def test_the_cluster_python_lacks_scalesweep_but_has_its_dependencies(bare_cluster):
+    python = str(Path(bare_cluster.ray).parent / "python")
+    probe = "import importlib.util as u, sys; print([m for m in sys.argv[1:] if u.find_spec(m) is None])"
+    modules = ["orchestrator", "workloads", "dashboards", "ray", "torch", "mlflow", "pydantic", "virtualenv"]
+    result = subprocess.run([python, "-c", probe, *modules], env=bare_cluster.env, cwd=bare_cluster.root,
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    assert result.stdout.strip() == str(["orchestrator", "workloads", "dashboards"])
+    assert not (Path(bare_cluster.ray).parent / "scalesweep").exists()
+
+
+@pytest.mark.slow
+def test_submitted_sweep_installs_scalesweep_from_its_wheel_on_both_nodes(bare_cluster, laptop_env, mlflow_server, tmp_path):
+    # The README's sweep folder: the spec and the team's own workload module beside it. The nodes
+    # share this machine's disk, so the trials can write their traces into it; each waits until
+    # trials have started on both nodes.
+    sweep_dir = tmp_path / "sweep"
+    experiment = traced_sweep(sweep_dir, mlflow_server, params={"trace_dir": str(sweep_dir / "trace"), "nodes": 2})
+
+    submitted = scalesweep("submit", "sweep/spec.yaml", "--address", bare_cluster.dashboard_url, env=laptop_env, cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    (job_id,) = re.findall(r"submitted as Ray job (\S+)", submitted.stdout)
+    wheel = re.search(r"scalesweep from (scalesweep-0\.1\.0\+g[0-9a-f]{12}-py3-none-any\.whl)", submitted.stdout).group(1)
+    (follow,) = [line.split(":", 1)[1].split() for line in submitted.stdout.splitlines() if "ray job logs" in line]
+    assert "scalesweep status sweep/spec.yaml" in submitted.stdout
+    # The sweep runs on without the submitting process: the printed command follows it to the end.
+    follow[0] = str(Path(sys.executable).parent / "ray")
+    logs = subprocess.run(follow, env=laptop_env, capture_output=True, text=True, timeout=240)
+    job = requests.get(f"{bare_cluster.dashboard_url}/api/jobs/{job_id}", headers=bare_cluster.headers, timeout=5).json()
+    assert job["status"] == "SUCCEEDED", logs.stdout + logs.stderr + job.get("message", "")
+    assert "4 submitted (4 finished)" in logs.stdout
+
+    client = MlflowClient(mlflow_server.url)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     parents = [r for r in runs if r.data.tags.get("scalesweep.role") == "sweep"]
     children = [r for r in runs if r.data.tags.get("scalesweep.role") == "trial"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 4
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    # Every trial exactly once, FINISHED.
+    assert sorted((r.data.params["n"], r.data.params["d"]) for r in children) == [("10", "100"), ("10", "1000"), ("100", "100"), ("100", "1000")]  # fmt: skip
     assert all(r.info.status == "FINISHED" and r.data.tags["status"] == "finished" for r in children)
-    assert len({r.data.tags["trial_key"] for r in children}) == 4
-    assert {(r.data.params["n"], r.data.params["d"]) for r in children} == {
-        (n, d) for n in ("10", "100") for d in ("100", "1000")
+
+    # Both nodes trained, and every trial's process imported scalesweep from the job's pip
+    # environment in its own node's temp dir: the wheel installed there, nowhere else to find it.
+    node_dirs = bare_cluster.node_dirs()
+    assert len(node_dirs) == 2
+    traces = {path.stem: json.loads(path.read_text()) for path in (sweep_dir / "trace").glob("n*.json")}
+    by_run = {f"n{r.data.params['n']}-d{r.data.params['d']}": r.data.tags["worker"] for r in children}
+    assert set(traces) == set(by_run)
+    for name, trace in traces.items():
+        assert by_run[name].split(":")[0] == trace["node_id"][:8]
+        env_dir = node_dirs[trace["node_id"]] / "session_latest" / "runtime_resources" / "pip"
+        assert Path(trace["orchestrator"]).is_relative_to(env_dir.resolve()) or Path(trace["orchestrator"]).is_relative_to(env_dir), trace
+    assert {t["node_id"] for t in traces.values()} == set(node_dirs)
+    # Each node installed this very wheel (the version names the sources it was built from).
+    for node_dir in node_dirs.values():
+        installed = {p.name for p in node_dir.glob("session_latest/runtime_resources/pip/*/virtualenv/lib/python*/site-packages/scalesweep-*.dist-info")}
+        assert wheel.split("-py3")[0] + ".dist-info" in installed, (node_dir, installed)
+
+
+def traced_sweep(sweep_dir: Path, mlflow_server, **spec) -> str:
+    """A sweep folder of the traced workload; returns its experiment's name."""
+    (sweep_dir / "trace").mkdir(parents=True)
+    shutil.copy(TRACED_WORKLOAD, sweep_dir / "traced_workload.py")
+    experiment = f"cluster-{uuid.uuid4().hex[:8]}"
+    body = {
+        "name": "cluster-job",
+        "workload": "traced_workload:TracedToy",
+        "axes": {"n": [10, 100], "d": [100, 1000]},
+        "params": {"trace_dir": str(sweep_dir / "trace"), "nodes": 1},
+        "resources_per_trial": {"cpu": 1},
+        "tracking": {"uri": mlflow_server.url, "experiment": experiment},
+        **spec,
     }
-
-    # One CPU per node and one CPU per trial: both nodes trained, each in a worker of its own.
-    node_ids = {node["node_id"][:8] for node in ray_cluster.alive_nodes()}
-    used = {r.data.tags["worker"].split(":")[0] for r in children}
-    assert used == node_ids and len(used) == 2
+    (sweep_dir / "spec.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
+    return experiment
 
 
-def test_jobs_api_refuses_a_request_without_the_token(ray_cluster):
-    assert requests.get(f"{ray_cluster.dashboard_url}/api/jobs/", timeout=5).status_code in (401, 403)
+@pytest.mark.slow
+def test_trials_asking_for_a_custom_resource_run_only_on_the_node_that_has_it(bare_cluster, laptop_env, mlflow_server, tmp_path):
+    experiment = traced_sweep(tmp_path / "sweep", mlflow_server,
+                              resources_per_trial={"cpu": 1, "custom_resources": {"gpu_1x_spot": 1}})  # fmt: skip
+    submitted = scalesweep("submit", "sweep/spec.yaml", "--address", bare_cluster.dashboard_url, env=laptop_env, cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    (job_id,) = re.findall(r"submitted as Ray job (\S+)", submitted.stdout)
+    logs = subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "logs", "--address", bare_cluster.dashboard_url, "--follow", job_id],
+                          env=laptop_env, capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert "4 submitted (4 finished)" in logs.stdout, logs.stdout + logs.stderr
+    client = MlflowClient(mlflow_server.url)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], "tags.`scalesweep.role` = 'trial'")
+    nodes = {node["node_id"]: node for node in bare_cluster.alive_nodes()}
+    (spot_node,) = [n for n, node in nodes.items() if node["resources_total"].get("gpu_1x_spot")]
+    assert len(runs) == 4 and {r.data.tags["worker"].split(":")[0] for r in runs} == {spot_node[:8]}
+
+
+def test_custom_resources_on_a_new_local_ray_exit_2_naming_the_field(checkout_env, tmp_path):
+    spec = {"name": "s", "workload": "mnist1d_mlp", "axes": {"width": [4], "n_train": [500]},
+            "resources_per_trial": {"cpu": 1, "custom_resources": {"gpu_1x_spot": 0.125}},
+            "tracking": {"uri": f"sqlite:///{tmp_path / 'sweep.db'}"}}  # fmt: skip
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    result = scalesweep("run", "spec.yaml", "--no-progress", env=checkout_env, cwd=tmp_path)
+    assert result.returncode == 2 and "resources_per_trial.custom_resources" in result.stderr, result.stdout + result.stderr
+    assert not (tmp_path / "sweep.db").exists()  # refused before the tracking store was opened
+
+
+def test_submit_refuses_bad_input_before_contacting_the_cluster(checkout_env, tmp_path):
+    spec = {"name": "s", "workload": "mnist1d_mlp", "axes": {"width": [4], "n_train": [500]}, "tracking": {"uri": "sqlite:///sweep.db"}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    unreachable = "http://127.0.0.1:9"  # nothing listens on the discard port
+    result = scalesweep("submit", "spec.yaml", "--address", unreachable, env=checkout_env, cwd=tmp_path)
+    assert result.returncode == 2 and "tracking.uri" in result.stderr and "tracking server" in result.stderr
+
+    spec["tracking"]["uri"] = "http://127.0.0.1:5000"
+    spec["params"] = {"widht": 3}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    result = scalesweep("submit", "spec.yaml", "--address", unreachable, env=checkout_env, cwd=tmp_path)
+    assert result.returncode == 2 and "params.widht" in result.stderr
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    result = scalesweep("submit", "spec.yaml", "--address", unreachable, "--working-dir", "elsewhere", env=checkout_env, cwd=tmp_path)
+    assert result.returncode == 2 and "inside the job's working dir" in result.stderr
+
+
+def test_submit_to_an_unreachable_cluster_exits_3(checkout_env, tmp_path):
+    spec = {"name": "s", "workload": "mnist1d_mlp", "axes": {"width": [4], "n_train": [500]}, "tracking": {"uri": "http://127.0.0.1:5000"}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    result = scalesweep("submit", "spec.yaml", "--address", "http://127.0.0.1:9", env=checkout_env, cwd=tmp_path)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "127.0.0.1:9" in result.stderr
+
+
+def test_submit_without_the_token_is_refused_with_exit_3(bare_cluster, laptop_env, tmp_path):
+    spec = {"name": "s", "workload": "mnist1d_mlp", "axes": {"width": [4], "n_train": [500]}, "tracking": {"uri": "http://127.0.0.1:5000"}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    env = {**laptop_env, "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+    result = scalesweep("submit", "spec.yaml", "--address", bare_cluster.dashboard_url, env=env, cwd=tmp_path)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "refused this client's token" in result.stderr
+    jobs = requests.get(f"{bare_cluster.dashboard_url}/api/jobs/", headers=bare_cluster.headers, timeout=5).json()
+    assert not [j for j in jobs if (j.get("metadata") or {}).get("scalesweep_sweep") == "s"]
+
+
+def test_the_wheel_is_reproducible_and_its_version_names_the_sources(tmp_path):
+    first, second = build_wheel(tmp_path / "a"), build_wheel(tmp_path / "b")
+    assert first.name == second.name and first.read_bytes() == second.read_bytes()
+    version = re.fullmatch(r"scalesweep-(0\.1\.0\+g[0-9a-f]{12})-py3-none-any\.whl", first.name).group(1)
+    with zipfile.ZipFile(first) as wheel:
+        names = wheel.namelist()
+        metadata = wheel.read(f"scalesweep-{version}.dist-info/METADATA").decode()
+        assert {info.date_time for info in wheel.infolist()} == {(1980, 1, 1, 0, 0, 0)}  # SOURCE_DATE_EPOCH
+    assert int(REPRODUCIBLE_EPOCH) == 315532800
+    assert {n.split("/")[0] for n in names} == {"orchestrator", "workloads", "dashboards", f"scalesweep-{version}.dist-info"}
+    assert "orchestrator/submit.py" in names and not [n for n in names if "__pycache__" in n]
+    assert "Requires-Dist: ray[default]==2.60.0" in metadata
+    # A changed source is a different version, so Ray builds (and caches) a new environment for it.
+    changed = tmp_path / "changed"
+    shutil.copytree(REPO, changed, ignore=shutil.ignore_patterns(".git", ".venv", "tests", "__pycache__", "*.egg-info", "build"))
+    (changed / "orchestrator" / "submit.py").write_text((changed / "orchestrator" / "submit.py").read_text() + "\n# changed\n")
+    assert build_wheel(tmp_path / "c", changed).name != first.name
+    assert not (changed / "build").exists() and not list(changed.glob("*.egg-info"))  # built in a copy
+
+
+def test_the_job_runtime_env_pip_installs_the_wheel_from_the_working_dir(tmp_path):
+    env = job_runtime_env(tmp_path, "_scalesweep_wheel/scalesweep-0.1.0+g0123456789ab-py3-none-any.whl")
+    assert env["working_dir"] == str(tmp_path)
+    assert env["pip"]["packages"] == [
+        "${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}/_scalesweep_wheel/scalesweep-0.1.0+g0123456789ab-py3-none-any.whl",
+        TORCH_REQUIREMENT,
+    ]
+    # The torch pin is the one `make` installs.
+    assert TORCH_REQUIREMENT in (REPO / "Makefile").read_text()
+    from ray.runtime_env import RuntimeEnv
+
+    RuntimeEnv(**env)  # Ray's own validation of the fields
+
+
+def test_jobs_api_refuses_a_request_without_the_token(bare_cluster):
+    assert requests.get(f"{bare_cluster.dashboard_url}/api/jobs/", timeout=5).status_code in (401, 403)
     wrong = {"Authorization": f"Bearer {uuid.uuid4().hex}"}
-    assert requests.get(f"{ray_cluster.dashboard_url}/api/jobs/", headers=wrong, timeout=5).status_code in (401, 403)
-    assert requests.get(f"{ray_cluster.dashboard_url}/api/jobs/", headers=ray_cluster.headers, timeout=5).ok
+    assert requests.get(f"{bare_cluster.dashboard_url}/api/jobs/", headers=wrong, timeout=5).status_code in (401, 403)
+    assert requests.get(f"{bare_cluster.dashboard_url}/api/jobs/", headers=bare_cluster.headers, timeout=5).ok

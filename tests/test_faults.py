@@ -7,21 +7,14 @@ trial, every epoch's metrics present exactly once.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
-import psutil
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -32,119 +25,20 @@ from orchestrator.scheduler import run_trial
 from orchestrator.spec import parse_spec
 from tests.conftest import REPO, free_port, on_each_backend
 from tests.ray_cluster_harness import ClusterHarness
+from tests.sweep_helpers import (
+    TOY,
+    assert_each_trial_finished_once,
+    cli_command,
+    joined,
+    read_pids,
+    run_in_thread,
+    session_processes,
+    toy_body,
+    trial_runs,
+    wait_for,
+    write_yaml,
+)
 from tests.toy_workloads import PowerLawToy
-from workloads.api import STANDARD_METRICS
-
-TOY = "tests.toy_workloads:PowerLawToy"
-
-
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.05):
-    """Poll until `predicate()` is truthy and return its value."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def read_pids(pid_dir: Path) -> dict[str, int]:
-    """Worker pids by trial ('n10-d100-s0'), as the toy workload writes them when a trial starts."""
-    pids = {}
-    for path in pid_dir.glob("*.pid"):
-        text = path.read_text().strip()
-        if text:
-            pids[path.stem] = int(text)
-    return pids
-
-
-def trial_runs(uri: str, experiment: str) -> dict[str, list]:
-    """Every child run of the experiment (not those in MLflow's trash), by trial_key."""
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return {}
-    runs = defaultdict(list)
-    for run in client.search_runs([found.experiment_id], max_results=1000):
-        if run.data.tags.get("scalesweep.role") == "trial":
-            runs[run.data.tags["trial_key"]].append(run)
-    return runs
-
-
-def assert_each_trial_finished_once(spec_path: Path, epochs: int) -> dict[str, object]:
-    """One FINISHED run per trial of the spec, nothing else recorded, every epoch logged once, every
-    config value logged as a param."""
-    spec = load_spec(spec_path)
-    configs = {t.key: t.config for t in expand_grid(spec)}
-    keys = set(configs)
-    runs = trial_runs(spec.tracking.uri, spec.experiment)
-    assert set(runs) == keys
-    duplicated = {key: [r.info.status for r in rs] for key, rs in runs.items() if len(rs) != 1}
-    assert not duplicated, f"trials with more than one run: {duplicated}"
-    client = MlflowClient(spec.tracking.uri)
-    for key, (run,) in runs.items():
-        assert (run.info.status, run.data.tags["status"]) == ("FINISHED", "finished"), key
-        assert run.data.params == {k: v if isinstance(v, str) else json.dumps(v) for k, v in configs[key].items()}, key
-        for metric in STANDARD_METRICS:
-            steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
-            assert sorted(steps) == list(range(1, epochs + 1)), (key, metric, steps)
-    return {key: rs[0] for key, rs in runs.items()}
-
-
-def run_in_thread(target) -> tuple[threading.Thread, dict]:
-    box: dict = {}
-
-    def body():
-        try:
-            box["result"] = target()
-        except BaseException as err:  # surfaced by the test's assertions
-            box["error"] = err
-
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    return thread, box
-
-
-def joined(thread: threading.Thread, box: dict, timeout_s: float):
-    thread.join(timeout_s)
-    assert not thread.is_alive(), f"still running after {timeout_s} s"
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
-
-
-def write_yaml(path: Path, body: dict) -> Path:
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return path
-
-
-def toy_body(pid_dir: Path, n: list[int], epochs: int, sleep_s: float, **params) -> dict:
-    return {
-        "name": "faults",
-        "workload": TOY,
-        "axes": {"n": n, "d": [100]},
-        "params": {"epochs": epochs, "sleep_s": sleep_s, "pid_dir": str(pid_dir), **params},
-        "resources_per_trial": {"cpu": 1},
-    }
-
-
-def session_processes(sid: int) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if os.getsid(process.pid) == sid:
-                found.append(process)
-        except (ProcessLookupError, PermissionError):
-            pass
-    return found
-
-
-def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "orchestrator.cli", *args]
 
 
 # -- a worker, a node, the driver dies ---------------------------------------------------------
@@ -210,22 +104,18 @@ def test_killed_driver_rerun_finishes_the_rest_without_duplicates(write_spec, tm
     running = {r.info.run_id for rs in trial_runs(spec.tracking.uri, spec.experiment).values() for r in rs if r.info.status == "RUNNING"}
     assert running, "the driver died with no trial in flight; the test needs one"
 
-    killed_at = time.monotonic()
-
-    # The local Ray the driver started shares its fate: GCS, raylet and workers go at once; Ray's
-    # two agents give up on the dead GCS after about a minute. None may be left behind.
-    core = lambda: [p for p in session_processes(driver.pid) if "Agent" not in p.name()]  # noqa: E731
+    # The local Ray the driver started goes with it: its reaper kills GCS, raylet, Ray's agents and
+    # the workers still training. None may be left behind, and the rerun takes the dead driver's lease.
     try:
+        wait_for(lambda: not session_processes(driver.pid), 20, "the dead driver's local Ray to stop", every_s=0.5)
         rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180)
-        assert not core(), [p.name() for p in core()]
-        with contextlib.suppress(AssertionError):
-            wait_for(lambda: not session_processes(driver.pid), 100 - (time.monotonic() - killed_at), "Ray's agents", every_s=1)
     finally:
         leftovers = session_processes(driver.pid)
         names = [p.name() for p in leftovers]
         for process in leftovers:
             process.kill()
     assert not leftovers, f"the dead driver left {names} running"
+    assert "took the sweep over from a driver that is gone" in rerun.stdout, rerun.stdout + rerun.stderr
 
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "already finished" in rerun.stdout
@@ -272,6 +162,43 @@ def test_mlflow_outage_retries_then_stops_cleanly_and_resumes(ray_local, own_mlf
     assert resumed.exit_code == 0, resumed.output
     assert any("did not answer" in r.getMessage() for r in caplog.records)
     assert_each_trial_finished_once(path, epochs=4)
+
+
+def test_reads_retry_through_an_outage_and_stop_with_exit_3_past_the_limit(ray_local, own_mlflow_server, tmp_path, monkeypatch):
+    from orchestrator.sweep import Sweep
+
+    server = own_mlflow_server
+    monkeypatch.setenv("SCALESWEEP_CACHE", str(tmp_path / "cache"))
+    body = toy_body(tmp_path, n=[10, 100, 1000], epochs=2, sleep_s=0)
+    body["tracking"] = {"uri": server.url, "experiment": "read-outage", "max_outage_s": 120}
+    path = write_yaml(tmp_path / "spec.yaml", body)
+    assert run_sweep(load_spec(path), progress=False).ok
+    sweep = Sweep(load_spec(path))
+    sweep.status()  # the store is open and the cache warm: the next read goes to the server mid-way
+
+    # Down for a few seconds within tracking.max_outage_s: the read waits and then answers in full.
+    server.stop()
+    thread, box = run_in_thread(lambda: (sweep.status(), sweep.fit(n_boot=20, log=False)))
+    time.sleep(3)
+    assert thread.is_alive()  # still waiting for the server
+    server.start()
+    state, fits = joined(thread, box, 180)
+    assert state.counts == {"finished": 3} and len(fits.power_laws) >= 1
+
+    # Down for longer than the limit: the read stops with one clear reason, which the CLI makes exit 3.
+    from orchestrator.tracking import TrackingUnavailable
+
+    body["tracking"]["max_outage_s"] = 2
+    write_yaml(path, body)
+    short = Sweep(load_spec(path))
+    short.status()
+    server.stop()
+    started = time.monotonic()
+    with pytest.raises(TrackingUnavailable, match=r"has not answered for 2 s \(tracking.max_outage_s\)"):
+        short.status()
+    assert time.monotonic() - started < 60
+    result = CliRunner().invoke(app, ["status", str(path)])
+    assert result.exit_code == 3 and "is unreachable" in result.output, result.output
 
 
 def test_unreachable_tracking_server_exits_3_before_any_trial(write_spec, monkeypatch):

@@ -160,7 +160,7 @@ TYPES_AND_RANGES = [
     ("description-as-list", GOOD + "description: [a, b]\n", ["description: Input should be a valid string"]),
     ("uri-with-password-and-bad-scheme", HEAD + AXES + f"tracking: {{uri: 'htps://bob:{SECRET}@mlflow.example.com'}}\n", ["tracking.uri: 'htps://bob:***@mlflow.example.com' is not a tracking URI"]),
     ("uri-with-password-and-space", HEAD + AXES + f"tracking: {{uri: 'http://bob:{SECRET}@exa mple.com'}}\n", ["'http://bob:***@exa mple.com' is not a valid http(s) URL"]),
-    ("in-memory-sqlite", HEAD + AXES + "tracking: {uri: 'sqlite:///:memory:'}\n", ["give a database file"]),
+    ("in-memory-sqlite", HEAD + AXES + "tracking: {uri: 'sqlite:///:memory:'}\n", ["is an in-memory store, which keeps nothing"]),
 ]  # fmt: skip
 
 

@@ -55,3 +55,25 @@ def test_final_losses_follow_the_toy_law(ray_local, write_spec, toy_spec):
     trials = Sweep(spec).results()
     for _, row in trials.iterrows():
         assert row["test_loss"] == pytest.approx(toy_loss(row["n"], row["d"]))
+
+
+def test_runs_deleted_in_the_mlflow_ui_are_counted_left_out_and_trained_again(ray_local, write_spec, toy_spec):
+    spec = load_spec(write_spec(toy_spec))
+    assert run_sweep(spec, progress=False).ok
+    sweep = Sweep(spec)
+    runs = sweep.runs()
+    deleted = list(runs["run_id"][:2])
+    for run_id in deleted:
+        sweep.store.client.delete_run(run_id)  # what the UI's delete button does
+
+    state = Sweep(spec).status()
+    assert (state.n_deleted, state.pending, state.counts["finished"]) == (2, 2, 4)
+    fits = Sweep(spec).fit(n_boot=10, log=False)
+    assert any("2 trial(s) of the grid have only deleted runs" in note for note in fits.notes)
+    assert len(Sweep(spec).results()) == 4
+
+    again = run_sweep(spec, progress=False)
+    assert (again.n_skipped, again.n_submitted) == (4, 2)
+    after = Sweep(spec).runs()
+    assert len(after) == 6 and (after["run_status"] == "FINISHED").all()
+    assert not set(deleted) & set(after["run_id"])  # fresh runs; the deleted ones stay in the trash

@@ -30,3 +30,11 @@ def test_benchmark_smoke_runs_compare_scalesweep_with_ray_tune():
     out = run_bench("noop_overhead.py")
     for row in ("scheduler only", "scalesweep single", "scalesweep pack", "ray tune"):
         assert row in out, out
+
+
+def test_scale_benchmark_smoke_run_times_every_step_of_a_sweep():
+    out = run_bench("scale.py")
+    table = out[out.index("step ") :]
+    for step in ("run", "status", "fit", "report", "rerun"):
+        assert any(line.startswith(step) and " s" in line for line in table.splitlines()), table
+    assert "exit" not in table, table  # every step exited 0

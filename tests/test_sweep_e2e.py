@@ -81,7 +81,7 @@ def test_tiny_mnist1d_sweep_end_to_end(ray_local, mnist_spec, tmp_path):
     html = (out / "report.html").read_text()
     assert not re.search(r"<script[^>]*\bsrc=", html)  # plotly.js is inlined: opens offline
     assert "Plotly.newPlot" in html
-    assert set(store.list_artifacts(parent, "report")) >= {f"report/{n}" for n in ("heatmap.png", "report.html")}
+    assert set(sweep.store.list_artifacts(parent, "report")) >= {f"report/{n}" for n in ("heatmap.png", "report.html")}
 
     # Resume: everything is finished, so a second run submits nothing and adds no runs.
     again = runner.invoke(app, ["run", str(mnist_spec), "--no-progress"])

@@ -223,3 +223,13 @@ def test_bulk_history_route_of_a_tracking_server_returns_every_point(mlflow_serv
     assert set(points["run_id"]) == set(runs)
     frame = client.metric_histories(runs, ["loss"])
     assert sorted(frame.itertuples(index=False)) == sorted(points.itertuples(index=False))
+
+
+def test_reading_a_sweep_that_never_ran_writes_nothing(write_spec, toy_spec, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    spec = load_spec(write_spec({**toy_spec, "name": "never-ran"}))
+    state = Sweep(spec).status()
+    assert state.parent_run_id is None and state.pending == len(state.grid)
+    assert Sweep(spec).plan().finished == set()
+    assert MlflowClient(mlflow_server.url).get_experiment_by_name(spec.experiment) is None  # not even the experiment

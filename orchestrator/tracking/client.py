@@ -15,13 +15,14 @@ lock, a database must accept a connection, each within seconds. Messages show UR
 from __future__ import annotations
 
 import errno
+import fcntl
 import functools
 import logging
 import os
 import re
 import sqlite3
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Iterable
 from urllib.parse import urlparse
@@ -94,19 +95,38 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :].split("?", 1)[0])
 
 
-def prepare_sqlite(db: Path, uri: str) -> None:
-    """Check a SQLite store can be written, and put it in WAL mode (kept in the file).
-
-    A folder that cannot be created, a file that is not SQLite or cannot be written fails here in
-    milliseconds, where MLflow's engine setup would retry for minutes. WAL: readers such as the
-    MLflow UI or `scalesweep status` no longer block the sweep's writes, and a commit costs half.
-    """
+@contextmanager
+def locked_sqlite_file(db: Path, uri: str):
+    """Hold the SQLite file (created if need be) under an exclusive flock: MLflow creates or upgrades
+    a store's tables on first use, and two processes doing it at once race in alembic. (SQLite's
+    own locks are fcntl locks, which flock does not touch.) A folder or file that cannot be
+    created or opened is refused here, naming why."""
     if db.parent.exists() and not db.parent.is_dir():
         raise TrackingRefused(f"SQLite store {shown(uri)}: {db.parent} is a file, not a folder")
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise TrackingRefused(f"SQLite store {shown(uri)}: cannot create the folder {db.parent} ({err.strerror})") from None
+    try:
+        handle = open(db, "ab")
+    except OSError as err:
+        reason = _PERMANENT_ERRNOS.get(err.errno, err.strerror)
+        raise TrackingRefused(f"SQLite store {shown(uri)}: cannot open or create {db}: {reason}") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prepare_sqlite(db: Path, uri: str) -> None:
+    """Check a SQLite store can be written, and put it in WAL mode (kept in the file).
+
+    A file that is not SQLite or cannot be written fails here in milliseconds, where MLflow's
+    engine setup would retry for minutes. WAL: readers such as the MLflow UI or `scalesweep
+    status` no longer block the sweep's writes, and a commit costs half.
+    """
     try:
         with closing(sqlite3.connect(db, timeout=10)) as conn:
             conn.execute("PRAGMA schema_version")  # reads the header: 'file is not a database'
@@ -421,18 +441,23 @@ class RetryingClient:
 def open_client(tracking_uri: str, max_outage_s: float = 300.0) -> RetryingClient:
     """A RetryingClient on `tracking_uri`, checked (see the module docstring); a SQLite file is created in WAL mode.
 
-    MLflow's usage telemetry stays off unless the user asked for it; against a server, MLflow's own
-    retries give way to RetryingClient's (see MLFLOW_HTTP_DEFAULTS).
+    MLflow's usage telemetry and its "View run at" line per ended run stay off unless the user asked
+    for them; against a server, MLflow's own retries give way to RetryingClient's (see
+    MLFLOW_HTTP_DEFAULTS).
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run ended would bury the output
     db = sqlite_path(tracking_uri)
     scheme = urlparse(tracking_uri).scheme.split("+", 1)[0]
-    if db is not None:
-        prepare_sqlite(db, tracking_uri)
-    elif is_remote(tracking_uri):
+    if is_remote(tracking_uri):
         for name, value in MLFLOW_HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
         check_server(tracking_uri)
     elif scheme in ("postgresql", "mysql", "mssql"):
         check_database(tracking_uri)
-    return RetryingClient(MlflowClient(tracking_uri=with_sqlite_busy_timeout(tracking_uri)), max_outage_s)
+    client = RetryingClient(MlflowClient(tracking_uri=with_sqlite_busy_timeout(tracking_uri)), max_outage_s)
+    if db is not None:
+        with locked_sqlite_file(db, tracking_uri):
+            prepare_sqlite(db, tracking_uri)
+            client.search_experiments(max_results=1)  # MLflow creates or upgrades the tables here
+    return client

@@ -5,8 +5,8 @@ will: `$SCALESWEEP_CACHE/tracking`, default ~/.cache/scalesweep/tracking):
 
 - Runs. The first read searches every child run (search_runs pages of 50,000); later reads ask only
   for what can have changed since: runs RUNNING now, runs that ended since the newest end seen (less
-  a margin for calls that were in flight), runs that were RUNNING in the cache and are not any
-  more, and the deleted ones (a run deleted or restored in the MLflow UI is seen). Keyed by run id
+  END_TIME_MARGIN_MS for calls in flight), runs that were RUNNING in the cache and are not any more,
+  and the deleted ones (a run deleted or restored in the MLflow UI is seen). Keyed by run id
   and run status, so a resume, a rerun or a changed spec never leaves it stale. A different driver
   on the parent run (its lease tag) rebuilds it, so two machines' clocks never meet in one watermark.
 - Histories. Each recorder round leaves its finished trials' per-epoch metrics on the parent run as
@@ -29,13 +29,15 @@ import pandas as pd
 from mlflow.entities import ViewType
 
 from orchestrator.tracking import schema
+from orchestrator.tracking.lease import DRIVER_TAG
 from orchestrator.tracking.store import SweepStore
 
 CACHE_FORMAT = 1
-# A call's client-side timestamp can precede its commit by up to one HTTP timeout (60 s): ends this
-# close to the newest one seen are read again.
-END_TIME_MARGIN_MS = 60_000
-LEASE_TAG = "scalesweep.driver"
+# A run that appeared after the last read ended after it was created, and its create call took its
+# timestamp before it committed: ends this close to the newest one seen are read again, which covers
+# a create that was in flight that long across the last read (runs already seen RUNNING are followed
+# by id, whatever their end time).
+END_TIME_MARGIN_MS = 15_000
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ class SweepReader:
 
     def _driver(self) -> str:
         parent = self.store.client.get_run(self.parent_run_id)
-        return parent.data.tags.get(LEASE_TAG, "")
+        return parent.data.tags.get(DRIVER_TAG, "")
 
     def _full_read(self) -> pd.DataFrame:
         active = self.store.search_children(self.parent_run_id)

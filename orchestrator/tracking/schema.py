@@ -2,8 +2,9 @@
 
 A child run holds:
 - tags: `mlflow.parentRunId` (its sweep's parent run), `scalesweep.role` = trial, `trial_key`,
-  `status` (ours: running, finished, failed, diverged; killed while a dead driver's run waits to be
-  resumed), and at its end `attempts`, `pack_size`, `worker`, `error` when it failed;
+  `status` (ours: running, finished, failed, diverged; killed while an interrupted trial's run waits
+  to be resumed; duplicate, with `duplicate_of`, on an extra run of a trial that another run stands
+  for), and at its end `attempts`, `pack_size`, `worker`, `error` when it failed;
 - params: the trial's resolved config;
 - metrics: N, D and FLOPs as numbers at step 0 (`n_params`, `n_samples`, `train_flops`, and where the
   workload has them `n_params_with_embeddings`, `train_flops_with_attention`, `compute_budget`), so
@@ -28,6 +29,7 @@ PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "scalesweep.role"  # "sweep" on the parent, "trial" on children
 TRIAL_KEY_TAG = "trial_key"
 STATUS_TAG = "status"
+DUPLICATE_OF_TAG = "duplicate_of"  # on an extra FINISHED run of a trial: the run that stands for it
 # What sizes a trial: logged as metrics at step 0 (numbers the MLflow UI charts), read back as columns.
 SIZE_METRICS = (
     "n_params", "n_samples", "train_flops", "n_params_with_embeddings", "train_flops_with_attention", "compute_budget",

@@ -41,6 +41,8 @@ MAX_SEARCH_PAGE = 50_000
 
 # Where each recorder round leaves its trials' per-epoch metrics, one Parquet file, on the parent run.
 HISTORY_ARTIFACT_DIR = "histories"
+# Why a parent run ended FAILED or KILLED, in words.
+END_REASON_TAG = "scalesweep.end_reason"
 
 log = logging.getLogger(__name__)
 
@@ -118,37 +120,59 @@ class SweepStore:
                 raise TrackingUnavailable(f"cannot open MLflow experiment at {shown(self.tracking_uri)}: {first_line(err)}") from err
         return self._experiment_id
 
-    def find_sweep(self, name: str) -> str | None:
-        """The parent run id of sweep `name`, or None if it never ran."""
+    def find_sweeps(self, name: str) -> list[str]:
+        """Parent run ids of sweep `name`, oldest first (more than one only where two first runs raced)."""
         experiment_id = self.find_experiment_id()
         if experiment_id is None:
-            return None
+            return []
         runs = self.client.search_runs(
             [experiment_id],
             filter_string=f"tags.`{schema.ROLE_TAG}` = 'sweep' and tags.sweep = '{name}'",
             order_by=["attributes.start_time ASC"],
-            max_results=1,
         )
-        return runs[0].info.run_id if runs else None
+        return [run.info.run_id for run in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))]
+
+    def find_sweep(self, name: str) -> str | None:
+        """The parent run id of sweep `name` (the oldest, should two first runs have raced), or None."""
+        found = self.find_sweeps(name)
+        return found[0] if found else None
 
     def open_sweep(self, name: str, spec: dict[str, Any], n_trials: int) -> str:
-        """The sweep's parent run, created on first use and marked RUNNING again on resume."""
-        run_id = self.find_sweep(name)
+        """The sweep's parent run, created on first use. Two drivers that both create one keep the
+        oldest: the other is deleted (MLflow's trash)."""
+        found = self.find_sweeps(name)
+        if found:
+            return found[0]
         tags = {schema.ROLE_TAG: "sweep", "sweep": name, "workload": spec["workload"], "n_trials": str(n_trials)}
-        if run_id is None:
-            run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-            run_id = run.info.run_id
-            params = [Param("workload", spec["workload"]), Param("axes", ",".join(spec["axes"]))]
-            params += [Param(f"param.{k}", schema.tag_value(v)[:6000]) for k, v in spec.get("params", {}).items()]
-            for chunk in _chunks(params, MAX_PARAMS_PER_BATCH):
-                self.client.log_batch(run_id, params=chunk)
-        else:
-            self.client.update_run(run_id, status="RUNNING")
-            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        self.client.log_dict(run_id, spec, "spec.json")
-        return run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        params = [Param("workload", spec["workload"]), Param("axes", ",".join(spec["axes"]))]
+        params += [Param(f"param.{k}", schema.tag_value(v)[:6000]) for k, v in spec.get("params", {}).items()]
+        for chunk in _chunks(params, MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=chunk)
+        winner = self.find_sweeps(name)[0]
+        if winner != run_id:
+            self.client.delete_run(run_id)
+        return winner
 
-    def close_sweep(self, run_id: str, status: str) -> None:
+    def sweep_tags(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.tags)
+
+    def start_sweep(self, run_id: str, spec: dict[str, Any], n_trials: int, tags: dict[str, str]) -> None:
+        """Mark the parent run RUNNING for a driver that holds its lease; record the spec it runs."""
+        self.client.update_run(run_id, status="RUNNING")
+        tags = {**tags, "n_trials": str(n_trials), END_REASON_TAG: ""}
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        try:
+            self.client.log_dict(run_id, spec, "spec.json")
+        except TrackingUnavailable:
+            raise
+        except Exception as err:  # a read-only artifact store: the spec's identity is in the tags already
+            log.warning("could not upload spec.json to the sweep's run (%s); the sweep goes on", err)
+
+    def close_sweep(self, run_id: str, status: str, reason: str = "") -> None:
+        """End the parent run: FINISHED, FAILED or KILLED, with the reason in a tag when it did not finish."""
+        if reason:
+            self.client.log_batch(run_id, tags=[RunTag(END_REASON_TAG, schema.tag_value(reason))])
         self.client.set_terminated(run_id, status=status)
 
     # -- reading child runs ----------------------------------------------------------------------
@@ -268,7 +292,7 @@ class SweepStore:
         attempts' histories: it is deleted (MLflow's trash, tag status=superseded) and the trial
         starts over in a fresh run. No other driver may be running this sweep meanwhile.
         """
-        runs = runs[~runs["deleted"]]
+        runs = runs[~runs["deleted"] & schema.column(runs, f"tags.{schema.DUPLICATE_OF_TAG}").isna()]  # marked extras stay as they are
         unfinished = runs[runs["run_status"] != "FINISHED"]
         epoch_metrics = [c for c in unfinished.columns if c.startswith("metrics.")]
         epoch_metrics = [c for c in epoch_metrics if c.removeprefix("metrics.") not in (*schema.SIZE_METRICS, "duration_s")]
@@ -281,6 +305,28 @@ class SweepStore:
             self.client.log_batch(run_id, tags=[RunTag(schema.STATUS_TAG, "killed")])
             self.client.set_terminated(run_id, status="KILLED")
         return runs[~runs["run_id"].isin(superseded["run_id"])]
+
+    def mark_duplicates(self, runs: pd.DataFrame) -> int:
+        """Where a trial has several FINISHED runs (two drivers at once, an older scalesweep), keep the
+        one that finished first and mark the others: tag duplicate_of=<kept run>, status=duplicate, run
+        KILLED, so nothing counts them again. Returns how many were marked."""
+        finished = runs[~runs["deleted"] & (runs["run_status"] == "FINISHED")]
+        finished = finished.assign(_key=schema.trial_keys(finished)).sort_values(["_key", "end_time", "run_id"])
+        kept = finished.drop_duplicates("_key").set_index("_key")["run_id"]
+        extra = finished[finished.duplicated("_key")]
+        for run_id, key in zip(extra["run_id"], extra["_key"]):
+            tags = [RunTag(schema.DUPLICATE_OF_TAG, kept[key]), RunTag(schema.STATUS_TAG, "duplicate")]
+            self.client.log_batch(run_id, tags=tags)
+            self.client.set_terminated(run_id, status="KILLED")
+        return len(extra)
+
+    def kill_runs(self, run_ids: Sequence[str]) -> None:
+        """Mark runs whose trials were interrupted KILLED now (tag status=killed); the next run reuses them."""
+        def kill(run_id: str) -> None:
+            self.client.log_batch(run_id, tags=[RunTag(schema.STATUS_TAG, "killed")])
+            self.client.set_terminated(run_id, status="KILLED")
+
+        self._map(kill, list(run_ids))
 
     def finish_trial(self, run_id: str, result, params: Sequence[Param] = (), sizes: Sequence[Metric] = ()) -> None:
         """Log a trial's whole per-epoch history and final tags, then end its run."""
