@@ -254,6 +254,29 @@ def _missing_entity(err: BaseException) -> bool:
     return isinstance(err, MlflowException) and err.error_code == "RESOURCE_DOES_NOT_EXIST"
 
 
+def refusal(err: Exception, uri: str, operation: str) -> TrackingRefused | None:
+    """`err` (from a call of `operation` on the store at `uri`) as a TrackingRefused when it is an
+    answer retrying cannot change, else None.
+
+    A failed upload of files (`log_artifact*`, `log_dict`, ...) that is not an outage is always
+    final, and an ArtifactUploadFailed: the caller may go on without the files.
+    """
+    reason = None
+    status = http_status(err)  # the server's own answer first: its body may say 'Permission denied'
+    if status in (401, 403) or (status == 404 and not _missing_entity(err)):
+        reason = http_refusal(status, "", uri)
+    reason = reason or permanent_reason(err)
+    uploading = operation in ARTIFACT_WRITES
+    if uploading and reason is None and not is_transient(err):
+        reason = _short(err)
+    if reason is None:
+        return None
+    where = f"MLflow at {shown(uri)}"
+    if uploading:
+        return ArtifactUploadFailed(f"{where}: storing files on a run failed: {reason} (in {operation})")
+    return TrackingRefused(f"{where}: {reason} (in {operation})")
+
+
 # Database and file-system errors no retry can fix, by the words their drivers use.
 _PERMANENT_DATABASE_ERRORS = (
     ("database or disk is full", "the disk holding the database is full"),
@@ -337,27 +360,6 @@ class RetryingClient:
 
         return call
 
-    def refusal(self, err: Exception, operation: str) -> TrackingRefused | None:
-        """`err` as a TrackingRefused when it is an answer retrying cannot change, else None.
-
-        A failed upload of files (`log_artifact*`, `log_dict`, ...) that is not an outage is always
-        final, and an ArtifactUploadFailed: the caller may go on without the files.
-        """
-        reason = None
-        status = http_status(err)  # the server's own answer first: its body may say 'Permission denied'
-        if status in (401, 403) or (status == 404 and not _missing_entity(err)):
-            reason = http_refusal(status, "", self.raw.tracking_uri)
-        reason = reason or permanent_reason(err)
-        uploading = operation in ARTIFACT_WRITES
-        if uploading and reason is None and not is_transient(err):
-            reason = _short(err)
-        if reason is None:
-            return None
-        where = f"MLflow at {shown(self.raw.tracking_uri)}"
-        if uploading:
-            return ArtifactUploadFailed(f"{where}: storing files on a run failed: {reason} (in {operation})")
-        return TrackingRefused(f"{where}: {reason} (in {operation})")
-
     def call(self, fn, *args, **kwargs):
         delay, deadline = self.first_delay_s, None
         while True:
@@ -366,7 +368,7 @@ class RetryingClient:
             except TrackingUnavailable:
                 raise
             except Exception as err:
-                refused = self.refusal(err, getattr(fn, "__name__", "a tracking call"))
+                refused = refusal(err, self.raw.tracking_uri, getattr(fn, "__name__", "a tracking call"))
                 if refused is not None:
                     raise refused from None
                 if not is_transient(err):
@@ -455,9 +457,21 @@ def open_client(tracking_uri: str, max_outage_s: float = 300.0) -> RetryingClien
         check_server(tracking_uri)
     elif scheme in ("postgresql", "mysql", "mssql"):
         check_database(tracking_uri)
-    client = RetryingClient(MlflowClient(tracking_uri=with_sqlite_busy_timeout(tracking_uri)), max_outage_s)
-    if db is not None:
-        with locked_sqlite_file(db, tracking_uri):
-            prepare_sqlite(db, tracking_uri)
-            client.search_experiments(max_results=1)  # MLflow creates or upgrades the tables here
+    if db is None:
+        return RetryingClient(new_mlflow_client(tracking_uri), max_outage_s)
+    with locked_sqlite_file(db, tracking_uri):
+        prepare_sqlite(db, tracking_uri)
+        client = RetryingClient(new_mlflow_client(tracking_uri), max_outage_s)
+        client.search_experiments(max_results=1)  # MLflow creates or upgrades the tables here
     return client
+
+
+def new_mlflow_client(tracking_uri: str) -> MlflowClient:
+    """An MlflowClient; it opens a database store at once, so a store that refuses is raised typed."""
+    try:
+        return MlflowClient(tracking_uri=with_sqlite_busy_timeout(tracking_uri))
+    except Exception as err:
+        refused = refusal(err, tracking_uri, "opening the store")
+        if refused is None:
+            raise
+        raise refused from None
