@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -210,7 +211,11 @@ class BasicAuthMlflowServer:
         self.process = subprocess.Popen(
             ["bash", "-e", "-c", basic_auth_recipe()], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        wait_healthy(self.url, self.process)
+        try:
+            wait_healthy(self.url, self.process)
+        except RuntimeError:
+            self.stop()  # no server (and its job consumers) left behind by a start that failed
+            raise
 
     def admin_request(self, method: str, endpoint: str, **kwargs) -> requests.Response:
         response = requests.request(method, f"{self.url}{endpoint}", auth=(self.ADMIN, self.admin_password), timeout=30, **kwargs)
@@ -226,10 +231,15 @@ class BasicAuthMlflowServer:
         return password
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+        """Stop the server and everything in its process group (uvicorn's workers, MLflow's job consumers)."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-                self.process.wait()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, 9)  # the group outlives its leader: job consumers do not always follow it
+        self.process.wait()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -297,11 +298,18 @@ def test_sqlite_in_a_read_only_folder_fails_at_once(tmp_path, launches):
         assert not any(folder.iterdir())
 
 
-def mlflow_sqlite_store(db: Path) -> None:
-    """An MLflow store of one experiment at `db`, as a first sweep leaves it; made in a process of
-    its own, so no connection of this one keeps the file open (a busy file system cannot be remounted)."""
+@pytest.fixture(scope="module")
+def mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite store of one experiment, as a first sweep leaves it; made once, in a process of
+    its own, so no connection of this one keeps a copy open (a busy file system cannot be remounted)."""
+    db = tmp_path_factory.mktemp("mlflow-db") / "store.db"
     code = f"from mlflow.tracking import MlflowClient; MlflowClient('sqlite:///{db}').create_experiment('before')"
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
+    return db
+
+
+def copy_store(template: Path, db: Path) -> None:
+    shutil.copyfile(template, db)  # the template was closed cleanly: one file, no -wal beside it
 
 
 def experiments_in(db: Path) -> list[str]:
@@ -309,10 +317,10 @@ def experiments_in(db: Path) -> list[str]:
         return sorted(name for (name,) in conn.execute("SELECT name FROM experiments"))
 
 
-def test_sqlite_store_on_a_read_only_file_system(tmp_path, launches):
+def test_sqlite_store_on_a_read_only_file_system(tmp_path, launches, mlflow_db):
     with mounted_tmpfs(tmp_path / "disk", "32m") as folder:
         db = folder / "store.db"
-        mlflow_sqlite_store(db)
+        copy_store(mlflow_db, db)
         before = digest(db)
         remount(folder, read_only=True)
         refused_store(tmp_path, f"sqlite:///{db}", launches, 3, "read-only")
@@ -320,10 +328,10 @@ def test_sqlite_store_on_a_read_only_file_system(tmp_path, launches):
 
 
 @pytest.mark.parametrize("command", ["run", "status"])
-def test_sqlite_store_on_a_full_disk_fails_at_once(command, tmp_path, launches):
+def test_sqlite_store_on_a_full_disk_fails_at_once(command, tmp_path, launches, mlflow_db):
     with mounted_tmpfs(tmp_path / "disk", "32m") as folder:
         db = folder / "store.db"
-        mlflow_sqlite_store(db)
+        copy_store(mlflow_db, db)
         fill_disk(folder)
         line = refused_store(tmp_path, f"sqlite:///{db}", launches, 3, f"sqlite:///{db}", "full", command=command)
         assert "has not answered" not in line  # not mistaken for an outage
@@ -348,9 +356,12 @@ def test_tracking_server_that_is_not_mlflow(answer, named, command, tmp_path, fa
     assert {request.split()[0] for request in server.requests} == {"GET"}  # asked, never wrote
 
 
-def test_tracking_server_that_never_answers_is_given_up_on_in_seconds(tmp_path, fake_http_server, launches):
+def test_tracking_server_that_never_answers_is_given_up_on_in_seconds(tmp_path, fake_http_server, launches, monkeypatch):
+    import orchestrator.tracking.client
+
+    monkeypatch.setattr(orchestrator.tracking.client, "CHECK_ANSWER_S", 3.0)  # 20 s by default
     server = fake_http_server(silent=True)
-    refused_store(tmp_path, server.url, launches, 3, f"MLflow tracking server {server.url} is unreachable: no answer within 20 s")
+    refused_store(tmp_path, server.url, launches, 3, f"MLflow tracking server {server.url} is unreachable: no answer within 3 s")
     assert server.requests == ["GET /health"]
 
 
@@ -359,9 +370,9 @@ def test_tracking_server_port_closed(tmp_path, launches, monkeypatch):
     refused_store(tmp_path, f"http://bob:{SECRET}@127.0.0.1:{free_port()}", launches, 3, "http://bob:***@127.0.0.1:", "is unreachable")
 
 
-def test_missing_sweep_names_the_sweep_and_the_store(tmp_path, launches):
+def test_missing_sweep_names_the_sweep_and_the_store(tmp_path, launches, mlflow_db):
     db = tmp_path / "store.db"
-    mlflow_sqlite_store(db)
+    copy_store(mlflow_db, db)
     line = refused_store(tmp_path, f"sqlite:///{db}", launches, 2, "name: no sweep 'bad' in experiment 'hostile'", command="fit")
     assert "run it first" in line
 

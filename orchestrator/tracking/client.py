@@ -141,7 +141,7 @@ def prepare_sqlite(db: Path, uri: str) -> None:
         raise TrackingRefused(f"SQLite store {shown(uri)}: {permanent_reason(err) or err}") from None
 
 
-def check_server(uri: str, connect_s: float = CHECK_CONNECT_S, answer_s: float = CHECK_ANSWER_S) -> None:
+def check_server(uri: str, connect_s: float | None = None, answer_s: float | None = None) -> None:
     """Fail fast, before any trial launches, unless `uri` is an MLflow tracking server that lets us in.
 
     Asks /health (open to all) and /version (behind the login on a basic-auth server) with the
@@ -150,6 +150,7 @@ def check_server(uri: str, connect_s: float = CHECK_CONNECT_S, answer_s: float =
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
+    connect_s, answer_s = connect_s or CHECK_CONNECT_S, answer_s or CHECK_ANSWER_S
     where = f"MLflow tracking server {shown(uri)}"
     creds = get_default_host_creds(uri)
     for endpoint in ("/health", "/version"):
