@@ -7,7 +7,19 @@
 """
 
 from orchestrator.spec import SpecError, SweepSpec, load_spec, parse_spec
-from orchestrator.sweep import Sweep, fit_sweep, plan_sweep, report_sweep, run_sweep, sweep_status
+
+_SWEEP_API = ("Sweep", "plan_sweep", "run_sweep", "sweep_status", "fit_sweep", "report_sweep")
+
+
+def __getattr__(name: str):
+    # The sweep API (MLflow, pandas, scipy) loads on first use: a Ray worker importing a workload
+    # that uses orchestrator.compute must not pay for, or depend on, the tracking stack.
+    if name in _SWEEP_API:
+        from orchestrator import sweep
+
+        return getattr(sweep, name)
+    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
+
 
 __all__ = [
     "SpecError",

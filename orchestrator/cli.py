@@ -123,22 +123,44 @@ def fmt_flops(flops: float) -> str:
 
 @app.command()
 def plan(spec_path: Path = SpecArg, offline: bool = typer.Option(False, help="do not look up finished trials in MLflow")):
-    """Show the trial table and total compute, and how many trials are already finished. Launches nothing."""
+    """Show the trial table and total compute, and how many trials are already finished. Launches nothing.
+
+    With a WSD schedule: the trunks and the branches each starts from, and the compute as planned
+    beside what training every point from scratch would cost."""
     spec = load_spec(spec_path)
-    plan_ = Sweep(spec).plan(offline=offline, confirmed=True)
+    handle = Sweep(spec)
+    plan_ = handle.plan(offline=offline, confirmed=True)
+    wsd = spec.schedule is not None
     table = Table(title=f"{spec.name}: {len(plan_.trials)} trials of {spec.workload}")
-    for column in ("trial_key", *spec.axes, "N (params)", "D (samples)", "C (FLOPs)", "done"):
+    data_unit = f"D ({handle.workload.data_unit})"
+    wsd_columns = ("part", "trunk @ D", "trains (FLOPs)") if wsd else ()
+    for column in ("trial_key", *wsd_columns, *spec.axes, "N (params)", data_unit, "C (FLOPs)", "done"):
         table.add_column(column)
     for trial in plan_.trials:
+        if wsd:
+            where = "" if trial.is_trunk else f"{trial.depends_on} @ {trial.wsd.branch_start}"
+            wsd_cells = (trial.wsd.part.kind, where, fmt_flops(trial.run_flops))
+        else:
+            wsd_cells = ()
         table.add_row(
             trial.key,
-            *(str(trial.config[a]) for a in spec.axes),
+            *wsd_cells,
+            *(str(trial.config[a]) for a in spec.axes if a in trial.config),
             str(trial.size.n_params),
             str(trial.size.n_samples),
             fmt_flops(trial.size.train_flops),
             "yes" if trial.key in plan_.finished else "",
         )
     out.print(table)
+    if wsd:
+        trunks = [t for t in plan_.trials if t.is_trunk]
+        trunk_flops = sum(t.run_flops for t in trunks)
+        out.print(
+            f"WSD ({spec.schedule.cooldown_shape} cooldown over the last {spec.schedule.cooldown_fraction:g} of each D): "
+            f"{len(trunks)} trunks, {len(plan_.trials) - len(trunks)} branches; planned compute {fmt_flops(plan_.total_flops)} "
+            f"FLOPs (trunks {fmt_flops(trunk_flops)} + cooldowns {fmt_flops(plan_.total_flops - trunk_flops)}), from scratch "
+            f"{fmt_flops(plan_.from_scratch_flops)} FLOPs: {plan_.from_scratch_flops / plan_.total_flops:.2f}x less"
+        )
     out.print(
         f"total compute {fmt_flops(plan_.total_flops)} FLOPs; {len(plan_.finished & {t.key for t in plan_.trials})} finished, "
         f"{len(plan_.todo)} to run"

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
@@ -49,6 +49,17 @@ class Terminated(BaseException):
     """The driver was sent SIGTERM. A BaseException, like KeyboardInterrupt: nothing catches it by accident."""
 
 
+def interruption(err: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt or Terminated behind `err`, if any: a signal's exception raised while a C
+    extension runs (Ray's core worker in ray.wait) comes back wrapped in a SystemError."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (KeyboardInterrupt, Terminated)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def descendants() -> list:
     import psutil
 
@@ -65,11 +76,14 @@ def kill_descendants() -> None:
 
 
 @contextlib.contextmanager
-def signals_as_exceptions() -> Iterator[None]:
+def signals_as_exceptions() -> Iterator[Callable[[], None]]:
     """SIGTERM raises Terminated; after the first SIGINT or SIGTERM, a second one stops the local Ray and
-    exits at once (130 or 143) without a traceback. Only in the main thread (signals go nowhere else)."""
+    exits at once (130 or 143) without a traceback. Only in the main thread (signals go nowhere else).
+
+    Yields `reclaim()`, which installs these handlers again: ray.init replaces the SIGTERM handler with
+    its own (sys.exit), and its core adds one that dumps a stack and aborts."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield lambda: None
         return
     received: list[int] = []
 
@@ -80,9 +94,14 @@ def signals_as_exceptions() -> Iterator[None]:
         received.append(signum)
         raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
 
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def reclaim() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handle)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    reclaim()
     try:
-        yield
+        yield reclaim
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -76,8 +76,8 @@ def uses_packs(workload, mode: Mode, gpu: bool = False) -> bool:
 
 
 def pack_cost(pack: Sequence[Trial]) -> float:
-    """Training compute of a pack (FLOPs); orders and balances packs."""
-    return sum(trial.size.train_flops for trial in pack)
+    """Training compute of a pack (FLOPs; a WSD branch's is its cooldown); orders and balances packs."""
+    return sum(trial.run_flops for trial in pack)
 
 
 def make_packs(
@@ -97,7 +97,8 @@ def make_packs(
     groups: dict = defaultdict(list)
     singles = []
     for trial in trials:
-        key = workload.pack_key(workload.validate_config(trial.config))
+        # A WSD trunk or branch trains alone: train_pack knows no schedule override.
+        key = None if trial.wsd is not None else workload.pack_key(workload.validate_config(trial.config))
         if key is None:
             singles.append([trial])
         else:
@@ -165,7 +166,11 @@ def run_trial(workload, trial: Trial) -> TrialResult:
     reporter = Reporter(checkpoint=trial.checkpoint)
     start = time.perf_counter()
     try:
-        workload.train(workload.validate_config(trial.config), reporter)
+        config = workload.validate_config(trial.config)
+        if trial.wsd is not None:
+            workload.train_wsd(config, reporter, trial.wsd.part)
+        else:
+            workload.train(config, reporter)
         status, error = "finished", None
     except TrialDiverged as err:
         status, error = "diverged", str(err)

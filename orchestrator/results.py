@@ -50,6 +50,9 @@ def trials_frame(runs: pd.DataFrame) -> pd.DataFrame:
         "error": schema.column(runs, "tags.error").to_numpy(),
         "worker": schema.column(runs, "tags.worker").to_numpy(),
     }
+    for name in (schema.WSD_PART_TAG, schema.TRUNK_KEY_TAG):  # a WSD sweep's parts
+        if f"tags.{name}" in runs:
+            frame[name] = runs[f"tags.{name}"].to_numpy()
     for name in ("attempts", "pack_size"):  # how the trial was run: tags written at its end
         frame[name] = pd.to_numeric(schema.column(runs, f"tags.{name}"), errors="coerce").to_numpy()
     for name in schema.SIZE_METRICS:

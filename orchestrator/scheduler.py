@@ -5,6 +5,12 @@ pack it runs; it trains a pack with `orchestrator.pack.run_pack` (vmapped where 
 cut to its device's memory). A worker or node that dies takes its pack back to the queue, up to
 `max_retries` times; an exception inside a trial is that trial's failure, recorded, not retried.
 The scheduler trains nothing itself.
+
+A trial may depend on another's checkpoint (a WSD branch on its trunk, `Trial.depends_on`): it
+waits in the `PackQueue` until the checkpoint it starts from exists, then queues while its trunk
+goes on. A trunk whose worker died is retried and resumes from its own checkpoint; its branches
+wait for it. A trunk that ends (or fails) without a branch's checkpoint fails that branch, with
+the reason. The queue's state is plain data, so this policy is tested without Ray.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from collections import deque
+from pathlib import Path
 from typing import Callable, Sequence
 
 import ray
@@ -139,9 +147,117 @@ def worker_slots(resources: Resources, gpus: float, cap: int | None) -> int:
     return min(slots, cap) if cap else slots
 
 
+def checkpoint_exists(trial: Trial) -> bool:
+    """Whether the checkpoint a trial starts from is there (a trunk renames it into place whole)."""
+    return trial.wsd is not None and trial.wsd.start_checkpoint is not None and Path(trial.wsd.start_checkpoint).is_dir()
+
+
+class PackQueue:
+    """Packs to dispatch, in order, and packs waiting for the checkpoint they start from.
+
+    `queue` holds (pack, attempt) ready to run; `waiting` the packs whose trials depend on a trunk's
+    checkpoint that does not exist yet; `pending_trunks` the trunks of this run not yet ended.
+    `release()` moves packs whose checkpoints appeared to the back of the queue; `trunk_ended(key)`
+    gives back the waiting packs that can never start (their trunk is over and left no checkpoint
+    for them). `ready(trial)` says whether a trial's checkpoint exists (on the driver's filesystem,
+    which on a cluster is the shared execution.checkpoint_dir).
+    """
+
+    def __init__(self, packs: Sequence[list[Trial]], ready: Callable[[Trial], bool] = checkpoint_exists):
+        self.ready = ready
+        self.queue: deque = deque()
+        self.waiting: list[tuple[list[Trial], int]] = []
+        self.pending_trunks = {t.key for pack in packs for t in pack if t.is_trunk}
+        for pack in packs:
+            if pack:
+                self.push(list(pack), 1)
+
+    def _blocked(self, pack: list[Trial]) -> bool:
+        return any(t.depends_on is not None and not self.ready(t) for t in pack)
+
+    def push(self, pack: list[Trial], attempt: int, front: bool = False) -> None:
+        """Queue a pack (a retried one at the front), or hold it while its checkpoint is missing."""
+        if self._blocked(pack):
+            self.waiting.append((pack, attempt))
+        elif front:
+            self.queue.appendleft((pack, attempt))
+        else:
+            self.queue.append((pack, attempt))
+
+    def release(self) -> None:
+        """Queue every waiting pack whose checkpoints now exist, in the order they waited."""
+        still = []
+        for pack, attempt in self.waiting:
+            if self._blocked(pack):
+                still.append((pack, attempt))
+            else:
+                self.queue.append((pack, attempt))
+        self.waiting = still
+
+    def orphans(self) -> list[tuple[list[Trial], int, str]]:
+        """Waiting packs that nothing in this run can unblock: their trunk is not pending (it ended,
+        failed, or finished in an earlier run) and their checkpoint is missing, with the reason."""
+        self.release()
+        lost, still = [], []
+        for pack, attempt in self.waiting:
+            missing = [t for t in pack if t.depends_on is not None and not self.ready(t)]
+            if any(t.depends_on in self.pending_trunks for t in missing):
+                still.append((pack, attempt))
+                continue
+            reasons = [
+                f"trunk {t.depends_on} is over without the checkpoint this branch starts from ({t.wsd.start_checkpoint})"
+                for t in missing
+            ]
+            lost.append((pack, attempt, "; ".join(reasons)))
+        self.waiting = still
+        return lost
+
+    def trunk_ended(self, key: str) -> list[tuple[list[Trial], int, str]]:
+        """Note that trunk `key` ended (finished, failed or given up); the packs it leaves stranded."""
+        self.pending_trunks.discard(key)
+        return self.orphans()
+
+    def __bool__(self) -> bool:
+        return bool(self.queue or self.waiting)
+
+    def __len__(self) -> int:
+        return len(self.queue) + len(self.waiting)
+
+
+def check_shared_directory(directory: str) -> None:
+    """On a cluster of several nodes, every node must see `directory` (execution.checkpoint_dir),
+    where WSD branches read their trunk's checkpoints: the driver writes a file there and a task on
+    each alive node looks for it. Raises SpecError naming the nodes that do not see it. (A node that
+    joins the cluster later is not checked: a branch there fails, saying which checkpoint it lacks.)"""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
+    if len(nodes) < 2:
+        return
+    root = Path(directory).expanduser().absolute()
+    root.mkdir(parents=True, exist_ok=True)
+    probe = root / f".shared-probe-{uuid.uuid4().hex}"
+    probe.write_text("scalesweep")
+    try:
+        sees = ray.remote(num_cpus=0)(lambda path: Path(path).is_file())
+        found = ray.get(
+            [sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(str(probe)) for node in nodes]
+        )
+    finally:
+        probe.unlink(missing_ok=True)
+    blind = [node[:8] for node, seen in zip(nodes, found) if not seen]
+    if blind:
+        raise SpecError(
+            f"execution.checkpoint_dir: {root} is not shared: node(s) {', '.join(blind)} of this {len(nodes)}-node cluster "
+            "do not see it, and WSD branches there read their trunk's checkpoints from it; put it on storage every "
+            "node mounts at the same path (NFS, a cluster file system)"
+        )
+
+
 class Scheduler:
     """Runs packs on a pool of long-lived workers, replacing workers that die and adding workers
-    when nodes join the cluster (checked every `grow_every_s` while packs wait)."""
+    when nodes join the cluster (checked every `grow_every_s` while packs wait). Packs that depend
+    on a checkpoint wait in its PackQueue until it exists."""
 
     def __init__(self, workload_ref: str, resources: Resources, execution: Execution, grow_every_s: float = 5.0):
         self.workload_ref = workload_ref
@@ -165,13 +281,16 @@ class Scheduler:
         packs: Sequence[list[Trial]],
         on_dispatch: Callable[[list[Trial]], None] = lambda pack: None,
         on_result: Callable[[Trial, TrialResult], None] = lambda trial, result: None,
+        ready: Callable[[Trial], bool] = checkpoint_exists,
     ) -> list[TrialResult]:
         """Run every pack; return one result per trial, in completion order.
 
-        on_dispatch(pack) runs before a pack is sent to a worker, on_result(trial, result) as each
-        pack's results arrive (and for a pack given up after max_retries lost workers).
+        on_dispatch(pack) runs before a pack is sent to a worker (or is failed without running),
+        on_result(trial, result) as each pack's results arrive (and for a pack given up after
+        max_retries lost workers, or stranded by its trunk). ready(trial): whether the checkpoint
+        a dependent trial starts from exists.
         """
-        queue = deque((list(pack), 1) for pack in packs if pack)
+        queue = PackQueue(packs, ready)
         idle: list = []
         inflight: dict = {}
         # Workers join `idle` only once started: after a node is lost the survivors' idle workers
@@ -198,11 +317,21 @@ class Scheduler:
                 result.attempts = attempt
                 results.append(result)
                 on_result(trial, result)
+            for trial in pack:
+                if trial.is_trunk:
+                    fail_all(queue.trunk_ended(trial.key))
 
+        def fail_all(stranded: list[tuple[list[Trial], int, str]]) -> None:
+            for pack, attempt, reason in stranded:
+                on_dispatch(pack)  # its runs exist to hold the reason
+                record(pack, [TrialResult(t.key, "failed", error=reason) for t in pack], attempt)
+
+        fail_all(queue.orphans())  # branches of trunks that finished in an earlier run and left no checkpoint
         try:
             while queue or inflight:
-                while idle and queue:
-                    pack, attempt = queue.popleft()
+                queue.release()
+                while idle and queue.queue:
+                    pack, attempt = queue.queue.popleft()
                     worker = idle.pop()
                     on_dispatch(pack)
                     inflight[worker.run_pack.remote(pack)] = (worker, pack, attempt)
@@ -211,12 +340,20 @@ class Scheduler:
                     next_growth = time.monotonic() + self.grow_every_s
                 if queue and not (idle or inflight or starting):
                     reason = "no worker could be started"
-                    while queue:
-                        pack, attempt = queue.popleft()
-                        record(pack, [TrialResult(t.key, "failed", error=reason) for t in pack], attempt)
+                    stranded = [(pack, attempt, reason) for pack, attempt in [*queue.queue, *queue.waiting]]
+                    queue.queue.clear()
+                    queue.waiting.clear()
+                    fail_all(stranded)
                     break
-                ready, _ = ray.wait([*inflight, *starting], num_returns=1, timeout=0.5)
-                for ref in ready:
+                if queue.waiting and not (queue.queue or inflight or starting):
+                    # Nothing queued or running can write the checkpoints the rest wait for.
+                    stranded = queue.orphans()
+                    stranded += [(pack, attempt, "no trunk left to write its checkpoint") for pack, attempt in queue.waiting]
+                    queue.waiting.clear()
+                    fail_all(stranded)
+                    continue
+                ready_refs, _ = ray.wait([*inflight, *starting], num_returns=1, timeout=0.5)
+                for ref in ready_refs:
                     if ref in starting:
                         worker = starting.pop(ref)
                         try:
@@ -235,7 +372,7 @@ class Scheduler:
                         self.workers.remove(worker)
                         add_workers(1)
                         if attempt <= self.execution.max_retries:
-                            queue.appendleft((pack, attempt + 1))
+                            queue.push(pack, attempt + 1, front=True)
                         else:
                             reason = f"gave up after {attempt} attempts: {err.__class__.__name__}: {err}"[:4000]
                             record(pack, [TrialResult(t.key, "failed", error=reason) for t in pack], attempt)

@@ -16,7 +16,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -351,6 +351,24 @@ class Execution(_Strict):
     )
 
 
+class Schedule(_Strict):
+    """The sweep's learning-rate schedule. kind 'wsd': warmup-stable-decay (Hägele et al. 2024): each
+    model size trains once as a stable trunk and each data size D as a cooldown branched from the
+    trunk's checkpoint at D x (1 - cooldown_fraction)."""
+
+    kind: Literal["wsd"]
+    warmup: int = Field(ge=0, description="linear warmup to the peak learning rate, in the workload's data units (tokens, samples)")
+    cooldown_fraction: float = Field(description="share of each data size spent cooling down, in (0, 1)")
+    cooldown_shape: Literal["linear", "1-sqrt"] = Field(default="1-sqrt", description="how the rate falls to its final value")
+
+    @field_validator("cooldown_fraction")
+    @classmethod
+    def _fraction_inside(cls, fraction: float) -> float:
+        if not 0 < fraction < 1:
+            raise ValueError(f"must lie strictly between 0 and 1, got {fraction}")
+        return fraction
+
+
 class SweepSpec(_Strict):
     """One sweep: a workload, the grid of its axes, fixed params and where results go."""
 
@@ -365,6 +383,9 @@ class SweepSpec(_Strict):
         default=None,
         description="training compute budgets C (FLOPs): each trial of each budget gets D = C / (6 N) of the "
         "workload's data size (tokens), N from its model-size axis (IsoFLOP profiles)",
+    )
+    schedule: Schedule | None = Field(
+        default=None, description="a learning-rate schedule for the whole sweep; 'wsd' branches each data size from one trunk per model size"
     )
     resources_per_trial: Resources = Resources()
     tracking: Tracking = Tracking()
@@ -439,9 +460,11 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        # An optional section (`Schedule | None`) lists the keys of its model.
+        models = [a for a in (annotation, *get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not models:
             return []
-        model = annotation
+        model = models[0]
     return list(model.model_fields)
 
 

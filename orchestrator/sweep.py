@@ -32,7 +32,7 @@ from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.fit.isoflop import fit_isoflop
 from orchestrator.grid import Trial, expand_grid, load_workload
 from orchestrator.spec import SpecError, SweepSpec, load_spec
-from orchestrator.driver import Terminated
+from orchestrator.driver import Terminated, interruption
 from orchestrator.tracking import SweepReader, SweepStore, TrackingUnavailable, TrialRecorder
 from orchestrator.tracking import schema
 from orchestrator.tracking.lease import Lease, SweepLocked, describe
@@ -64,7 +64,13 @@ class SweepPlan:
 
     @property
     def total_flops(self) -> float:
-        return sum(t.size.train_flops for t in self.trials)
+        """What the plan trains (FLOPs): with a WSD schedule its trunks and cooldowns."""
+        return sum(t.run_flops for t in self.trials)
+
+    @property
+    def from_scratch_flops(self) -> float:
+        """What training every point of the grid from scratch would cost (FLOPs), trunks aside."""
+        return sum(t.size.train_flops for t in self.trials if not t.is_trunk)
 
 
 @dataclass
@@ -221,15 +227,21 @@ class Sweep:
 
     @cached_property
     def grid(self) -> pd.DataFrame:
-        """One row per trial of the grid: trial_key, n_params, n_samples, train_flops."""
+        """One row per point of the grid (a WSD trunk is none): trial_key, n_params, n_samples, train_flops."""
+        points = [t for t in self.trials if not t.is_trunk]
         return pd.DataFrame(
             {
-                "trial_key": [t.key for t in self.trials],
-                "n_params": [t.size.n_params for t in self.trials],
-                "n_samples": [t.size.n_samples for t in self.trials],
-                "train_flops": [t.size.train_flops for t in self.trials],
+                "trial_key": [t.key for t in points],
+                "n_params": [t.size.n_params for t in points],
+                "n_samples": [t.size.n_samples for t in points],
+                "train_flops": [t.size.train_flops for t in points],
             }
         )
+
+    @cached_property
+    def trunk_keys(self) -> set[str]:
+        """The trial_keys of a WSD sweep's trunks: trained and recorded, but no point of the grid."""
+        return {t.key for t in self.trials if t.is_trunk}
 
     @cached_property
     def store(self) -> SweepStore:
@@ -264,8 +276,13 @@ class Sweep:
         """Active child runs whose trial the current grid does not have (left out of status and fits),
         as of the last read."""
         runs = self.reader.runs(refresh=False)
-        active = runs[~runs["deleted"]]
-        return int((~schema.trial_keys(active).isin(self.grid["trial_key"])).sum())
+        keys = schema.trial_keys(runs[~runs["deleted"]])
+        return int((~keys.isin(self.grid["trial_key"]) & ~keys.isin(self.trunk_keys)).sum())
+
+    def n_trunks(self) -> int:
+        """Active runs of the WSD trunks of this grid, as of the last read."""
+        runs = self.reader.runs(refresh=False)
+        return int(schema.trial_keys(runs[~runs["deleted"]]).isin(self.trunk_keys).sum())
 
     def n_deleted(self) -> int:
         """Trials of the grid whose runs are all deleted (e.g. in the MLflow UI), as of the last read."""
@@ -281,6 +298,8 @@ class Sweep:
             notes.append(f"{self.n_deleted()} trial(s) of the grid have only deleted runs (MLflow's trash): left out; `run` trains them again")
         if self.n_outside_grid():
             notes.append(f"left out {self.n_outside_grid()} run(s) of trials that are not in the current grid")
+        if self.n_trunks():
+            notes.append(f"left out {self.n_trunks()} WSD trunk run(s): a stable learning rate, never cooled down, is no point of the grid")
         return notes
 
     def results(self, runs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -302,8 +321,9 @@ class Sweep:
         trials = self.trials  # bad input is found before the store is opened (and a SQLite file created)
         finished: set[str] = set()
         if not offline and self.parent_run_id is not None:
-            runs = self.runs()
-            finished = set(schema.trial_keys(runs[runs["run_status"] == "FINISHED"]))
+            runs = self.reader.runs()
+            runs = runs[~runs["deleted"] & (runs["run_status"] == "FINISHED")]
+            finished = set(schema.trial_keys(runs)) & {t.key for t in trials}  # trunks too
         return SweepPlan(self.spec, trials, finished)
 
     def run(
@@ -337,22 +357,25 @@ class Sweep:
         lease.acquire(force=force_takeover)
         tags = {SPEC_HASH_TAG: spec_hash(spec), SPEC_IDENTITY_TAG: schema.tag_value(spec_identity(spec))}
         # Every way out ends the parent run in a true state; a second Ctrl-C meanwhile exits at once.
-        with signals_as_exceptions():
+        with signals_as_exceptions() as reclaim_signals:
             try:
                 store.start_sweep(parent, spec.model_dump(mode="json"), len(trials), tags)
                 lease.start()
-                outcome = self._run_trials(address, num_cpus, progress, lease)
+                outcome = self._run_trials(address, num_cpus, progress, lease, reclaim_signals)
             except TrackingUnavailable:
                 lease.release()
                 raise  # nothing can be recorded; the lease lapses and the next run resumes the sweep
             except SweepLocked:
                 raise  # another driver holds the sweep now: its parent run is not ours to end
             except BaseException as err:
-                status = "KILLED" if isinstance(err, (KeyboardInterrupt, Terminated)) else "FAILED"
-                reason = {KeyboardInterrupt: "interrupted (SIGINT)", Terminated: "terminated (SIGTERM)"}.get(type(err))
+                signalled = interruption(err)
+                status = "FAILED" if signalled is None else "KILLED"
+                reason = {KeyboardInterrupt: "interrupted (SIGINT)", Terminated: "terminated (SIGTERM)"}.get(type(signalled))
                 with contextlib.suppress(Exception):
                     store.close_sweep(parent, status, reason or _short(err))
                 lease.release()
+                if signalled is not None and signalled is not err:
+                    raise signalled from None
                 raise
             store.close_sweep(parent, "FINISHED" if outcome.ok else "FAILED", "" if outcome.ok else "some trials failed or diverged")
             lease.release()
@@ -369,14 +392,14 @@ class Sweep:
         if address is None:
             check_fits_locally(self.spec.resources_per_trial, num_cpus)
 
-    def _run_trials(self, address: str | None, num_cpus: int | None, progress: bool, lease: Lease) -> SweepOutcome:
+    def _run_trials(self, address: str | None, num_cpus: int | None, progress: bool, lease: Lease, reclaim_signals) -> SweepOutcome:
         """Settle what earlier drivers left, then train what is not finished; the parent run is open."""
         import ray
 
         from orchestrator.driver import start_reaper
         from orchestrator.pack import make_packs
         from orchestrator.progress import SweepProgress
-        from orchestrator.scheduler import Scheduler, connect
+        from orchestrator.scheduler import Scheduler, check_shared_directory, connect
 
         started = time.perf_counter()
         spec, store, parent = self.spec, self.store, self._parent_run_id
@@ -384,7 +407,7 @@ class Sweep:
         if store.mark_duplicates(runs):
             runs = self.reader.runs()
         live = store.prepare_resume(runs)  # what a dead driver left; never duplicated
-        live = live[schema.trial_keys(live).isin(self.grid["trial_key"])]
+        live = live[schema.trial_keys(live).isin([t.key for t in self.trials])]  # WSD trunks too
         finished = set(schema.trial_keys(live[live["run_status"] == "FINISHED"]))
         unfinished = one_run_per_trial(live[live["run_status"] != "FINISHED"])
         reusable = dict(zip(schema.trial_keys(unfinished), unfinished["run_id"]))
@@ -395,14 +418,18 @@ class Sweep:
 
         local = address is None and not ray.is_initialized()
         connect(address, num_cpus)
+        reclaim_signals()  # ray.init put its own SIGTERM handlers in place of ours
         if local:
             start_reaper()  # the local Ray goes with this process, however it ends
+        if spec.schedule is not None:
+            check_shared_directory(spec.execution.checkpoint_dir)  # WSD branches on other nodes read their trunk there
         scheduler = Scheduler(spec.workload, spec.resources_per_trial, spec.execution)
         packs = make_packs(todo, self.workload, spec.execution.mode, scheduler.n_slots, gpu=scheduler.gpus > 0)
         # MLflow calls happen on the recorder's thread: the scheduler never waits for the tracking store.
         recorder = TrialRecorder(store, parent, reusable)
         dispatched: set[str] = set()
         ended: set[str] = set()
+        done = set(finished)  # trials with a FINISHED run, for what the sweep spent
 
         def on_dispatch(pack: list[Trial]) -> None:
             if recorder.error is not None:
@@ -417,6 +444,8 @@ class Sweep:
         def on_result(trial: Trial, result) -> None:
             recorder.finished(trial, result)
             ended.add(trial.key)
+            if result.status == "finished":
+                done.add(trial.key)
             outcome.counts[result.status] += 1
             bar.finished(result.status)
 
@@ -432,6 +461,12 @@ class Sweep:
                 with contextlib.suppress(Exception):
                     store.kill_runs(interrupted)  # marked now, not at the next run
                 raise
+        # What the sweep spent: each finished trial's own training once (work redone after a crash aside).
+        store.log_sweep_compute(
+            parent,
+            {"spent_flops": sum(t.run_flops for t in self.trials if t.key in done),
+             "from_scratch_flops": sum(t.size.train_flops for t in self.trials if not t.is_trunk)},
+        )  # fmt: skip
         outcome.wall_s = time.perf_counter() - started
         outcome.n_packs = len(packs)
         outcome.recording_s = recorder.busy_s

@@ -139,7 +139,7 @@ def test_mlflow_outage_retries_then_stops_cleanly_and_resumes(ray_local, own_mlf
 
     # 1. Down for longer than tracking.max_outage_s: a clear message, exit 3, nothing half-written.
     thread, box = run_in_thread(invoke)
-    wait_for(lambda: read_pids(pid_dir), 60, "a first trial to start")
+    wait_for(lambda: read_pids(pid_dir), 120, "a first trial to start")
     server.stop()
     stopped = joined(thread, box, 120)
     assert stopped.exit_code == 3, stopped.output
@@ -154,7 +154,7 @@ def test_mlflow_outage_retries_then_stops_cleanly_and_resumes(ray_local, own_mlf
         pid_file.unlink()
     caplog.clear()
     thread, box = run_in_thread(invoke)
-    wait_for(lambda: read_pids(pid_dir), 60, "the resumed sweep's first trial")
+    wait_for(lambda: read_pids(pid_dir), 120, "the resumed sweep's first trial")
     server.stop()
     time.sleep(3)
     server.start()

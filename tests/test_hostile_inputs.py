@@ -293,7 +293,7 @@ def test_sqlite_path_under_a_file(tmp_path, launches):
 
 def test_sqlite_in_a_read_only_folder_fails_at_once(tmp_path, launches):
     with mounted_tmpfs(tmp_path / "ro", "1m", read_only=True) as folder:
-        refused_store(tmp_path, f"sqlite:///{folder}/store.db", launches, 3, f"cannot open or create {folder}/store.db: the file system is read-only")
+        refused_store(tmp_path, f"sqlite:///{folder}/store.db", launches, 3, f"cannot create {folder}/store.db: the file system is read-only")
         refused_store(tmp_path, f"sqlite:///{folder}/sub/store.db", launches, 3, f"cannot create the folder {folder}/sub (Read-only file system)")
         assert not any(folder.iterdir())
 

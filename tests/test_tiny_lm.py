@@ -17,8 +17,8 @@ from orchestrator import load_spec, parse_spec, run_sweep
 from orchestrator.cli import app
 from orchestrator.grid import expand_grid
 from orchestrator.sweep import Sweep
-from workloads.api import CheckpointPolicy, Reporter
-from workloads.tiny_lm import CHECKPOINT_FILE, TinyLM, batch_offsets, eval_steps, load_corpus, lr_at
+from workloads.api import CheckpointPolicy, Reporter, WSDPart, WSDSchedule, branch_checkpoint_dir
+from workloads.tiny_lm import CHECKPOINT_FILE, TinyLM, batch_offsets, eval_steps, load_corpus, lr_at, wsd_lr_at
 
 # Small enough for a shared 2-core CI box: one layer, 32-byte contexts, 300 steps of 16 sequences.
 TINY = {
@@ -184,3 +184,136 @@ def test_checkpoint_folder_is_the_trials_own_and_can_be_turned_off(tmp_path, mon
     assert {t.checkpoint.every_s for t in trials} == {30}
     spec["execution"] = {"checkpoint_dir": None}
     assert all(t.checkpoint is None for t in expand_grid(parse_spec(spec)))
+
+
+def test_importing_the_workload_loads_neither_torch_nor_the_tracking_stack():
+    """A spec is read and a sweep planned without torch; a Ray worker never imports mlflow, scipy or pandas."""
+    import subprocess
+    import sys
+
+    code = "import sys, workloads.tiny_lm; print(sorted({'torch', 'mlflow', 'scipy', 'pandas', 'ray'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+
+
+def test_model_classes_live_at_module_level_in_nanogpts_layout():
+    from workloads.tiny_lm import build_model
+    from workloads.tiny_lm_model import MLP, Block, CausalSelfAttention, GPTConfig, TinyGPT
+
+    config = TinyLM().validate_config({**TINY, "d_model": 24, "n_layers": 2})
+    model = build_model(config)
+    assert isinstance(model, TinyGPT) and model.config == GPTConfig(256, 32, 2, 24, 3, 4)
+    assert isinstance(model.blocks[0], Block) and isinstance(model.blocks[0].attn, CausalSelfAttention)
+    assert isinstance(model.blocks[1].mlp, MLP)
+    assert model.get_num_params() == TinyLM().size(config).n_params  # Kaplan's N, as orchestrator/compute.py counts it
+    assert model.get_num_params(non_embedding=False) == TinyLM().size(config).n_params_with_embeddings
+    assert model.head.weight is model.tok_emb.weight
+    logits = model(torch.zeros(2, 32, dtype=torch.long))
+    assert logits.shape == (2, 32, 256)
+
+
+# -- warmup-stable-decay: trunks, branches and whole runs ----------------------------------------
+
+STEP = 16 * 32  # tokens per optimizer step of TINY
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Train in this process as a Ray worker would (Ray gives a 1-CPU worker one thread): on a shared
+    2-core machine a second thread spins more than it helps these small models."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def wsd_config(n_tokens: int):
+    return TinyLM().validate_config({**TINY, "d_model": 16, "n_evals": 4, "n_tokens": n_tokens})
+
+
+def test_wsd_learning_rate_warms_up_holds_then_cools_down_linearly_or_as_one_minus_sqrt():
+    config = wsd_config(100 * STEP)
+    for shape in ("linear", "1-sqrt"):
+        schedule = WSDSchedule(warmup=10 * STEP, cooldown_fraction=0.2, cooldown_shape=shape)
+        lrs = [wsd_lr_at(step, config, schedule, decay_start=80) for step in range(100)]
+        assert lrs[0] == pytest.approx(config.lr / 10) and lrs[9] == pytest.approx(config.lr)
+        assert set(lrs[10:80]) == {config.lr}  # stable
+        assert lrs[-1] == pytest.approx(config.lr * config.min_lr_ratio)  # the cooldown ends at the floor
+        assert all(a > b for a, b in zip(lrs[79:], lrs[80:]))
+        floor, span = config.lr * config.min_lr_ratio, config.lr * (1 - config.min_lr_ratio)
+        halfway = (lrs[89] - floor) / span  # 10 of 20 cooldown steps done
+        assert halfway == pytest.approx(0.5 if shape == "linear" else 1 - 0.5**0.5)
+    # A trunk never decays.
+    assert wsd_lr_at(10**6, config, schedule, decay_start=None) == config.lr
+
+
+def train_trunk(directory: Path, schedule: WSDSchedule, sizes: tuple[int, ...], reporter_class=Reporter) -> Reporter:
+    trunk = wsd_config(max(schedule.cooldown_start(size) for size in sizes))
+    reporter = reporter_class(checkpoint=CheckpointPolicy(directory=str(directory), every_s=1e9))
+    TinyLM().train_wsd(trunk, reporter, WSDPart("trunk", schedule, sizes))
+    return reporter
+
+
+def test_a_branch_from_a_trunk_ends_exactly_where_a_whole_wsd_run_of_its_length_ends(tmp_path, one_torch_thread):
+    """Same seed, same batches, a shared prefix: every evaluation of a branch, those it took over
+    from its trunk and those of its own cooldown, equals the whole run's (bit for bit on this CPU)."""
+    schedule = WSDSchedule(warmup=5 * STEP, cooldown_fraction=0.2, cooldown_shape="1-sqrt")
+    sizes = (40 * STEP, 80 * STEP)
+    trunk = train_trunk(tmp_path / "trunk", schedule, sizes)
+    # The trunk evaluated where each branch evaluates before its cooldown (steps 10, 20, 30 and 20, 40, 60), and at its end.
+    assert [row["tokens_seen"] // STEP for row in trunk.history] == [10, 20, 30, 40, 60, 64]
+    assert {row["lr"] for row in trunk.history} == {TINY["lr"]}
+    for size in sizes:
+        folder = branch_checkpoint_dir(str(tmp_path / "trunk"), schedule.cooldown_start(size))
+        assert torch.load(folder / CHECKPOINT_FILE, weights_only=False)["step"] == size // STEP * 4 // 5
+
+        branch = Reporter(checkpoint=CheckpointPolicy(directory=str(tmp_path / f"branch-{size}"), every_s=1e9))
+        TinyLM().train_wsd(wsd_config(size), branch, WSDPart("branch", schedule, trunk_directory=str(tmp_path / "trunk")))
+        whole = Reporter()
+        TinyLM().train_wsd(wsd_config(size), whole, WSDPart("scratch", schedule))
+
+        assert [row["epoch"] for row in branch.history] == [1, 2, 3, 4]
+        assert branch.history[-1]["resumed_from_step"] == size // STEP * 4 // 5  # it trained only the cooldown
+        assert branch.history[-1]["lr"] == pytest.approx(TINY["lr"] * 0.1)
+        for mine, theirs in zip(branch.history, whole.history, strict=True):
+            for metric in ("test_loss", "test_error", "train_loss", "train_error", "tokens_seen", "lr"):
+                assert mine[metric] == pytest.approx(theirs[metric], rel=1e-6, abs=1e-9), (size, mine["epoch"], metric)
+
+
+def test_a_crashed_trunk_resumes_from_its_own_checkpoint_and_its_branches_still_match(tmp_path, one_torch_thread):
+    schedule = WSDSchedule(warmup=5 * STEP, cooldown_fraction=0.25, cooldown_shape="linear")
+    sizes = (40 * STEP, 80 * STEP)
+
+    class Crash(Exception):
+        pass
+
+    class CrashAfterTheFirstBranchPoint(Reporter):
+        def report(self, epoch, **metrics):
+            super().report(epoch, **metrics)
+            if metrics["tokens_seen"] >= 40 * STEP:
+                raise Crash
+
+    with pytest.raises(Crash):
+        train_trunk(tmp_path / "trunk", schedule, sizes, CrashAfterTheFirstBranchPoint)
+    first = branch_checkpoint_dir(str(tmp_path / "trunk"), schedule.cooldown_start(sizes[0]))
+    assert first.is_dir() and not branch_checkpoint_dir(str(tmp_path / "trunk"), schedule.cooldown_start(sizes[1])).exists()
+    resumed = train_trunk(tmp_path / "trunk", schedule, sizes)
+    assert resumed.history[-1]["resumed_from_step"] == 30  # its checkpoint at the first branch point, not step 0
+
+    branch = Reporter()
+    TinyLM().train_wsd(wsd_config(sizes[1]), branch, WSDPart("branch", schedule, trunk_directory=str(tmp_path / "trunk")))
+    whole = Reporter()
+    TinyLM().train_wsd(wsd_config(sizes[1]), whole, WSDPart("scratch", schedule))
+    assert branch.history[-1]["test_loss"] == pytest.approx(whole.history[-1]["test_loss"], rel=1e-6)
+
+
+def test_a_branch_refuses_a_checkpoint_that_is_not_its_trunks(tmp_path, one_torch_thread):
+    from workloads.api import WorkloadError
+
+    schedule = WSDSchedule(warmup=5 * STEP, cooldown_fraction=0.2)
+    train_trunk(tmp_path / "trunk", schedule, (40 * STEP,))
+    other_seed = wsd_config(40 * STEP).model_copy(update={"seed": 7})
+    with pytest.raises(WorkloadError, match="not the checkpoint of this branch's trunk"):
+        TinyLM().train_wsd(other_seed, Reporter(), WSDPart("branch", schedule, trunk_directory=str(tmp_path / "trunk")))
+    with pytest.raises(WorkloadError, match="no trunk checkpoint"):
+        TinyLM().train_wsd(wsd_config(80 * STEP), Reporter(), WSDPart("branch", schedule, trunk_directory=str(tmp_path / "trunk")))

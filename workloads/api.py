@@ -9,6 +9,11 @@ epoch; the orchestrator stores what it reports. A non-finite metric stops the tr
 Packs (optional): a workload that can train several trials of one model shape together (vmapped)
 implements `pack_key(config)` (the shape: trials with equal keys may share a pack) and
 `train_pack(configs, reporters)`. Without them every trial runs alone through `train`.
+
+Warmup-stable-decay (optional): a workload that can start from a checkpoint at a given data size
+with a schedule override implements `train_wsd(config, reporter, part)`; a spec's `schedule:` then
+trains each model size once as a stable trunk and each data size as a short cooldown branched from
+it (see `WSDPart`). Without it a spec with a schedule is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import math
 import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Hashable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Hashable, Literal, Sequence
 
 from pydantic import BaseModel
 
@@ -71,6 +77,63 @@ class CheckpointPolicy:
 
     directory: str
     every_s: float
+
+
+CooldownShape = Literal["linear", "1-sqrt"]
+
+
+@dataclass(frozen=True)
+class WSDSchedule:
+    """A warmup-stable-decay learning rate (Hägele et al. 2024, arXiv 2405.18392), in data units
+    (what the workload's data size counts: samples, tokens).
+
+    warmup: data units of linear warmup to the peak learning rate, which is then held.
+    cooldown_fraction: a run of data size D decays over its last round(cooldown_fraction x D) data units
+    to the config's final learning rate; cooldown_shape how: 'linear', or '1-sqrt' (the rate falls as
+    1 - sqrt(progress), the best shape Hägele et al. found).
+    """
+
+    warmup: int
+    cooldown_fraction: float
+    cooldown_shape: CooldownShape = "1-sqrt"
+
+    def cooldown_start(self, data_size: int) -> int:
+        """The data units after which a run of data size D starts to cool down (its branch point)."""
+        return data_size - round(self.cooldown_fraction * data_size)
+
+    def cooldown_factor(self, progress: float) -> float:
+        """How much of (peak - final) learning rate is left `progress` (0 to 1) of the way through the cooldown."""
+        progress = min(max(progress, 0.0), 1.0)
+        return 1.0 - (math.sqrt(progress) if self.cooldown_shape == "1-sqrt" else progress)
+
+
+@dataclass(frozen=True)
+class WSDPart:
+    """What one trial of a WSD sweep trains, passed to `Workload.train_wsd`. Data sizes in data units.
+
+    kind 'trunk': warm up, then hold the peak rate up to the config's data size, never decaying. Write
+      a checkpoint at each branch's cooldown start, `schedule.cooldown_start(D)` for D in branch_sizes,
+      into `branch_checkpoint_dir(reporter.checkpoint.directory, start)`, and evaluate where each branch
+      would, so a branch's history is that of a whole run. A retry resumes from the trunk's own
+      latest checkpoint.
+    kind 'branch': start from the checkpoint `trunk_directory` holds at `schedule.cooldown_start(D)`
+      (D: the config's data size) and only cool down; it must end as `scratch` of the same config ends.
+    kind 'scratch': the whole WSD run of the config's data size from step 0.
+    """
+
+    kind: Literal["trunk", "branch", "scratch"]
+    schedule: WSDSchedule
+    branch_sizes: tuple[int, ...] = ()
+    trunk_directory: str | None = None
+
+
+def branch_checkpoint_dir(trunk_directory: str, start: int) -> Path:
+    """The folder a trunk leaves for the branches that start at `start` data units.
+
+    It must appear whole: fill a temporary folder, then rename it into place (`os.replace`). The
+    scheduler starts those branches as soon as it exists, while the trunk goes on.
+    """
+    return Path(trunk_directory) / f"branch-at-{start}"
 
 
 class Reporter:
@@ -151,6 +214,17 @@ class Workload(ABC):
     @property
     def can_pack(self) -> bool:
         return type(self).train_pack is not Workload.train_pack
+
+    # -- warmup-stable-decay trunks and branches (optional) ------------------------------------
+
+    def train_wsd(self, config: BaseModel, reporter: Reporter, part: WSDPart) -> None:
+        """Train one part of a WSD sweep (see WSDPart) instead of the config's own schedule,
+        reporting as `train` does. reporter.checkpoint is the trial's own folder (never None here)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot start from a checkpoint with a schedule override")
+
+    @property
+    def can_train_wsd(self) -> bool:
+        return type(self).train_wsd is not Workload.train_wsd
 
 
 def _import_problem(err: BaseException) -> str:

@@ -3,7 +3,8 @@ Hoffmann et al. 2022 (Chinchilla), small enough for a CPU.
 
 Model size N is set by width (`d_model`) and depth (`n_layers`): nanoGPT's layout (pre-norm blocks,
 bias-free layers, a 4x GELU MLP, learned positions, output layer tied to the token embedding), so
-N = L (12 d^2 + 2 d) + d without embeddings, see orchestrator/compute.py. Data size D is the number of
+N = L (12 d^2 + 2 d) + d without embeddings, see orchestrator/compute.py. The model's classes live in
+workloads/tiny_lm_model.py, imported only by the train loop: importing this module loads no torch. Data size D is the number of
 training tokens seen; a token is a byte (vocabulary 256), so no tokenizer is needed.
 
 Corpus: by default the Python standard library's own sources on this machine (found with `sysconfig`,
@@ -25,9 +26,19 @@ own number of steps. Every trial reads the same batches in the same order: batch
 generator seeded by (DATA_SEED, i), independent of the model and seed, so a longer trial sees a
 superset of a shorter one's data (repeating the corpus once D exceeds it).
 
-Checkpoints: with a `CheckpointPolicy` from the reporter, the trial writes model, optimizer, step and
-reported history every `every_s` seconds (atomically), and a retry after a crash resumes from there,
-replaying the earlier evaluations to the reporter; the finished trial leaves its final weights.
+Warmup-stable-decay (`train_wsd`, Hägele et al. 2024): linear warmup over `schedule.warmup` tokens,
+the peak rate held, then a cooldown over the last `cooldown_fraction` of the trial's tokens to
+`min_lr_ratio * lr`, linear or 1-sqrt (`warmup_fraction` is not used). A trunk never cools down; it
+writes a checkpoint at each of its branches' cooldown starts and evaluates wherever a branch would, so
+a branch, which starts from that checkpoint, reports the history of a whole WSD run of its length
+(the same batches, the same steps: equal to it bit for bit on a CPU).
+
+Checkpoints: with a `CheckpointPolicy` from the reporter, the trial writes model, optimizer, step,
+every evaluation so far and its running training totals (float64, since step 0) every `every_s`
+seconds (atomically), and a retry after a crash resumes from there, replaying the earlier evaluations
+to the reporter; the finished trial leaves its final weights. train_loss over any stretch between
+two evaluations is a difference of running totals, which is what lets a branch rebuild its trunk's
+part of its history.
 
 Packing: trials of one shape (same d_model, n_layers, context, batch size) differing only in seed can
 train together with stacked weights (torch.func.functional_call + vmap). One catch, checked with torch
@@ -44,16 +55,27 @@ from __future__ import annotations
 import functools
 import math
 import os
+import shutil
 import sysconfig
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator import compute
-from workloads.api import CheckpointPolicy, Reporter, TrialSize, Workload, WorkloadError
+from workloads.api import (
+    CheckpointPolicy,
+    Reporter,
+    TrialSize,
+    Workload,
+    WorkloadError,
+    WSDPart,
+    WSDSchedule,
+    branch_checkpoint_dir,
+)
 
 VOCAB_SIZE = 256  # bytes
 MLP_RATIO = 4
@@ -197,73 +219,98 @@ def batch_offsets(step: int, n_positions: int, batch_size: int) -> np.ndarray:
     return np.random.default_rng([DATA_SEED, step]).integers(0, n_positions, size=batch_size)
 
 
-# -- model (nanoGPT's layout) ------------------------------------------------------------------
+# -- model (nanoGPT's layout, in workloads/tiny_lm_model.py) -------------------------------------
 
 
 def build_model(config: TinyLMConfig):
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
+    """The trial's TinyGPT, initialized from torch's current RNG state (imports torch)."""
+    from workloads.tiny_lm_model import GPTConfig, TinyGPT
 
-    d, T = config.d_model, config.context_len
-
-    class CausalSelfAttention(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.qkv = nn.Linear(d, 3 * d, bias=False)
-            self.proj = nn.Linear(d, d, bias=False)
-
-        def forward(self, x):
-            B, T_, _ = x.shape
-            q, k, v = self.qkv(x).split(d, dim=2)
-            q, k, v = (t.view(B, T_, config.n_heads, config.head_dim).transpose(1, 2) for t in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            return self.proj(y.transpose(1, 2).reshape(B, T_, d))
-
-    class MLP(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(d, MLP_RATIO * d, bias=False)
-            self.proj = nn.Linear(MLP_RATIO * d, d, bias=False)
-
-        def forward(self, x):
-            return self.proj(F.gelu(self.fc(x)))
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln1, self.attn = nn.LayerNorm(d, bias=False), CausalSelfAttention()
-            self.ln2, self.mlp = nn.LayerNorm(d, bias=False), MLP()
-
-        def forward(self, x):
-            x = x + self.attn(self.ln1(x))
-            return x + self.mlp(self.ln2(x))
-
-    class TinyGPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.tok_emb = nn.Embedding(VOCAB_SIZE, d)
-            self.pos_emb = nn.Embedding(T, d)
-            self.blocks = nn.ModuleList(Block() for _ in range(config.n_layers))
-            self.ln_f = nn.LayerNorm(d, bias=False)
-            self.head = nn.Linear(d, VOCAB_SIZE, bias=False)
-            self.head.weight = self.tok_emb.weight  # tied (Press & Wolf 2017)
-            for name, p in self.named_parameters():
-                if p.dim() == 2:
-                    # GPT-2's init: residual projections scaled down by depth.
-                    std = 0.02 / math.sqrt(2 * config.n_layers) if name.endswith("proj.weight") else 0.02
-                    nn.init.normal_(p, mean=0.0, std=std)
-
-        def forward(self, idx):
-            x = self.tok_emb(idx) + self.pos_emb(torch.arange(idx.shape[1], device=idx.device))
-            for block in self.blocks:
-                x = block(x)
-            return self.head(self.ln_f(x))
-
-    return TinyGPT()
+    shape = GPTConfig(VOCAB_SIZE, config.context_len, config.n_layers, config.d_model, config.n_heads, MLP_RATIO)
+    return TinyGPT(shape)
 
 
 # -- training ----------------------------------------------------------------------------------
+
+# 2: checkpoints hold every evaluation and running training totals (1 kept a window since the last).
+CHECKPOINT_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What one call of the train loop does, all in optimizer steps.
+
+    lr: the learning rate of each step (0-based). evals: the steps after which the held-out set is
+    evaluated; reported: those that become the reporter's epochs (a trunk evaluates where its branches
+    would and reports them all; a branch reports its own). branch_saves: step -> folder a trunk fills
+    there for its branches. identity: what a checkpoint must hold to be resumed by this call.
+    start_from: for a branch, reads the trunk's state it starts from when it has no checkpoint of its own.
+    """
+
+    lr: Callable[[int], float]
+    evals: frozenset[int]
+    reported: frozenset[int]
+    identity: dict
+    branch_saves: dict[int, Path] = field(default_factory=dict)
+    start_from: Callable[[], dict] | None = None
+
+
+def wsd_lr_at(step: int, config: TinyLMConfig, schedule: WSDSchedule, decay_start: int | None) -> float:
+    """Learning rate of step `step` (0-based) under warmup-stable-decay: linear warmup over
+    schedule.warmup tokens, the peak held, and from step `decay_start` (None: never) a cooldown
+    shaped by schedule.cooldown_shape that reaches min_lr_ratio * lr at the trial's last step."""
+    warmup = max(1, round(schedule.warmup / config.tokens_per_step))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    if decay_start is None or step < decay_start:
+        return config.lr
+    floor = config.min_lr_ratio * config.lr
+    progress = (step + 1 - decay_start) / max(1, config.n_steps - decay_start)
+    return floor + schedule.cooldown_factor(progress) * (config.lr - floor)
+
+
+def cooldown_start_step(config: TinyLMConfig, schedule: WSDSchedule) -> int:
+    """The step after which a run of this config's length starts to cool down (its branch point)."""
+    return schedule.cooldown_start(config.n_tokens) // config.tokens_per_step
+
+
+def _wsd_identity(config: TinyLMConfig, part: WSDPart) -> dict:
+    schedule = part.schedule
+    return {
+        "config": config.model_dump(mode="json"),
+        "wsd": {"kind": part.kind, "warmup": schedule.warmup, "cooldown_fraction": schedule.cooldown_fraction,
+                "cooldown_shape": schedule.cooldown_shape, "branch_sizes": list(part.branch_sizes)},
+    }  # fmt: skip
+
+
+def wsd_plan(config: TinyLMConfig, part: WSDPart, directory: str | None) -> RunPlan:
+    """The RunPlan of a trunk, a branch or a whole WSD run (see workloads.api.WSDPart); `directory`
+    is the trial's own checkpoint folder (a trunk's branch folders go there)."""
+    schedule, identity = part.schedule, _wsd_identity(config, part)
+    if part.kind == "trunk":
+        if directory is None:
+            raise WorkloadError("a WSD trunk needs a checkpoint folder for its branches (execution.checkpoint_dir)")
+        evals, saves = {config.n_steps}, {}
+        for size in part.branch_sizes:
+            branch = config.model_copy(update={"n_tokens": size})
+            start = cooldown_start_step(branch, schedule)
+            if not 0 < start <= config.n_steps:
+                raise WorkloadError(f"branch of n_tokens={size} starts at step {start}, outside this trunk's {config.n_steps} steps")
+            evals |= {s for s in eval_steps(branch) if s <= start}  # so its history is a whole run's
+            saves[start] = branch_checkpoint_dir(directory, schedule.cooldown_start(size))
+        lr = functools.partial(wsd_lr_at, config=config, schedule=schedule, decay_start=None)
+        return RunPlan(lr, frozenset(evals), frozenset(evals), identity, saves)
+    start = cooldown_start_step(config, schedule)
+    if not 0 < start < config.n_steps:
+        raise WorkloadError(f"n_tokens={config.n_tokens}: the cooldown starts at step {start} of {config.n_steps}; no steps to cool down")
+    lr = functools.partial(wsd_lr_at, config=config, schedule=schedule, decay_start=start)
+    own = frozenset(eval_steps(config))
+    if part.kind == "scratch":
+        return RunPlan(lr, own, own, identity)
+    if part.trunk_directory is None:
+        raise WorkloadError("a WSD branch needs its trunk's checkpoint folder")
+    folder = branch_checkpoint_dir(part.trunk_directory, schedule.cooldown_start(config.n_tokens))
+    return RunPlan(lr, own, own, identity, start_from=functools.partial(read_branch_start, folder, config, schedule.warmup, start))
 
 
 class _Checkpointer:
@@ -278,24 +325,217 @@ class _Checkpointer:
         return self.path is not None and time.monotonic() - self.last >= self.every_s
 
     def save(self, state: dict) -> None:
-        import torch
-
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({**state, "writer_pid": os.getpid()}, tmp)  # which process to blame, or to kill in a test
-        os.replace(tmp, self.path)  # a kill mid-write leaves the previous checkpoint whole
+        write_checkpoint(self.path, state)
         self.last = time.monotonic()
 
-    def load(self, config_dump: dict) -> dict | None:
-        """The checkpoint of this very config, or None (none yet, or another config wrote it)."""
-        import torch
-
+    def load(self, identity: dict) -> dict | None:
+        """The checkpoint of this very trial, or None (none yet, or another config or schedule wrote it)."""
         if self.path is None or not self.path.exists():
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
-        return state if state.get("config") == config_dump else None
+        state = read_checkpoint(self.path)
+        return state if state.get("format") == CHECKPOINT_FORMAT and state.get("identity") == identity else None
+
+
+def write_checkpoint(path: Path, state: dict) -> None:
+    """torch.save, atomically: a kill mid-write leaves the previous file whole."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    # writer_pid: which process to blame, or to kill in a test.
+    torch.save({**state, "format": CHECKPOINT_FORMAT, "writer_pid": os.getpid()}, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def write_branch_checkpoint(folder: Path, state: dict) -> None:
+    """A trunk's checkpoint for the branches starting at its step: filled aside, then renamed into place,
+    so the folder exists only once whole (the scheduler starts the branches when it appears)."""
+    if folder.is_dir():
+        return  # an earlier attempt of this trunk got here: the same weights, deterministically
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_checkpoint(tmp / CHECKPOINT_FILE, state)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another attempt renamed its copy first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_branch_start(folder: Path, config: TinyLMConfig, warmup: int, step: int) -> dict:
+    """The trunk's state at a branch's start, checked to be the trunk of this branch."""
+    path = folder / CHECKPOINT_FILE
+    if not path.exists():
+        raise WorkloadError(
+            f"no trunk checkpoint at {path} on this machine: a branch starts once its trunk got there, "
+            "on a node that shares execution.checkpoint_dir"
+        )
+    state = read_checkpoint(path)
+    trunk = state.get("identity", {})
+    ours = {k: v for k, v in config.model_dump(mode="json").items() if k != "n_tokens"}
+    theirs = {k: v for k, v in trunk.get("config", {}).items() if k != "n_tokens"}
+    wsd = trunk.get("wsd", {})
+    if (state.get("format"), wsd.get("kind"), wsd.get("warmup"), theirs, state.get("step")) != (
+        CHECKPOINT_FORMAT, "trunk", warmup, ours, step
+    ):
+        raise WorkloadError(f"{path} is not the checkpoint of this branch's trunk at step {step}")
+    return state
+
+
+def history_row(mark: dict, previous: dict | None, epoch: int, config: TinyLMConfig) -> dict:
+    """The reporter's row for evaluation `mark`: training metrics over the steps since `previous`
+    (the last reported evaluation, None: since step 0), from the running totals both hold."""
+    before = previous or {"step": 0, "bits": 0.0, "wrong": 0.0, "train_s": 0.0}
+    tokens = (mark["step"] - before["step"]) * config.tokens_per_step
+    tokens_per_s = tokens / max(mark["train_s"] - before["train_s"], 1e-9)
+    row = {
+        "epoch": epoch,
+        "train_loss": (mark["bits"] - before["bits"]) / tokens,
+        "train_error": (mark["wrong"] - before["wrong"]) / tokens,
+        "test_loss": mark["test_loss"],
+        "test_error": mark["test_error"],
+        "tokens_seen": mark["step"] * config.tokens_per_step,
+        "tokens_per_s": tokens_per_s,
+        "lr": mark["lr"],
+        "resumed_from_step": mark["resumed_from_step"],
+    }
+    if mark.get("peak_flops_per_s"):
+        row["mfu"] = compute.model_flops_utilization(flops_per_token_with_attention(config), tokens_per_s, mark["peak_flops_per_s"])
+    return row
+
+
+def train_run(config: TinyLMConfig, reporter: Reporter, plan: RunPlan) -> None:
+    """The train loop: `plan`'s schedule, evaluations and checkpoints, resumed where a checkpoint allows.
+
+    The training totals (bits, errors, seconds) run from step 0 in float64, and each evaluation keeps
+    them, so any run's windowed train_loss can be rebuilt from the evaluations a trunk left behind.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    on_gpu = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if on_gpu else "cpu")
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    peak = compute.peak_flops_per_s(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    T, B = config.context_len, config.batch_size
+
+    train_bytes, held_bytes = load_corpus(config.corpus, config.corpus_max_bytes)
+    for name, part in (("training", train_bytes), ("held-out", held_bytes)):
+        if len(part) < T + 2:
+            raise WorkloadError(f"corpus {config.corpus!r}: {name} split has {len(part)} bytes, fewer than context_len + 2")
+    windows = np.lib.stride_tricks.sliding_window_view(train_bytes, T + 1)
+    held_windows = np.lib.stride_tricks.sliding_window_view(held_bytes, T + 1)
+    n_eval = max(1, config.eval_tokens // T)
+    held = torch.from_numpy(held_windows[np.linspace(0, len(held_windows) - 1, n_eval).astype(np.int64)].astype(np.int64))
+
+    torch.manual_seed(config.seed)
+    model = build_model(config).to(device)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=(0.9, 0.95),
+    )
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
+
+    def bits_and_errors(logits, targets):
+        nats = F.cross_entropy(logits.float().reshape(-1, VOCAB_SIZE), targets.reshape(-1), reduction="sum")
+        wrong = (logits.argmax(-1) != targets).sum()
+        return nats / math.log(2), wrong
+
+    def evaluate() -> tuple[float, float]:
+        model.eval()
+        bits = wrong = 0.0
+        with torch.no_grad(), autocast():
+            for start in range(0, len(held), B):
+                seqs = held[start : start + B].to(device)
+                b, w = bits_and_errors(model(seqs[:, :-1]), seqs[:, 1:])
+                bits, wrong = bits + b.item(), wrong + w.item()
+        model.train()
+        n = len(held) * T
+        return bits / n, wrong / n
+
+    checkpointer = _Checkpointer(reporter.checkpoint)
+    state = checkpointer.load(plan.identity)
+    if state is None and plan.start_from is not None:
+        state = plan.start_from()
+    step, marks, totals = 0, [], (0.0, 0.0, 0.0)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        step, marks, totals = state["step"], list(state["marks"]), state["totals"]
+    start_step = step
+
+    reported: list[dict] = []  # the marks that became the reporter's epochs
+
+    def report(mark: dict) -> None:
+        row = history_row(mark, reported[-1] if reported else None, len(reported) + 1, config)
+        reported.append(mark)
+        reporter.report(**row)
+
+    for mark in marks:  # a resumed run replays what it reported before; a branch, its trunk's part
+        if mark["step"] in plan.reported:
+            report(mark)
+    if state is not None:
+        if state.get("finished"):
+            return
+        optimizer.load_state_dict(state["optimizer"])
+
+    def snapshot(finished: bool = False) -> dict:
+        saved = {"identity": plan.identity, "step": step, "model": model.state_dict(), "marks": marks,
+                 "totals": (bits_total.item(), wrong_total.item(), train_s)}  # fmt: skip
+        return {**saved, "finished": True} if finished else {**saved, "optimizer": optimizer.state_dict()}
+
+    bits_total = torch.tensor(float(totals[0]), dtype=torch.float64, device=device)
+    wrong_total = torch.tensor(float(totals[1]), dtype=torch.float64, device=device)
+    train_s = totals[2]
+    tic = time.perf_counter()
+    while step < config.n_steps:
+        for group in optimizer.param_groups:
+            group["lr"] = plan.lr(step)
+        seqs = torch.from_numpy(windows[batch_offsets(step, len(windows), B)].astype(np.int64)).to(device)
+        with autocast():
+            logits = model(seqs[:, :-1])
+        bits, wrong = bits_and_errors(logits, seqs[:, 1:])
+        loss = bits * math.log(2) / (B * T)  # mean nats per token
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        step += 1
+        bits_total += bits.detach()
+        wrong_total += wrong.detach()
+
+        if step in plan.evals:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            train_s += time.perf_counter() - tic
+            test_loss, test_error = evaluate()
+            marks.append(
+                {"step": step, "bits": bits_total.item(), "wrong": wrong_total.item(), "train_s": train_s,
+                 "test_loss": test_loss, "test_error": test_error, "lr": plan.lr(step - 1),
+                 "resumed_from_step": start_step, "peak_flops_per_s": peak}  # fmt: skip
+            )
+            if step in plan.reported:
+                report(marks[-1])
+            tic = time.perf_counter()
+        if step in plan.branch_saves or (checkpointer.due() and step < config.n_steps):
+            train_s += time.perf_counter() - tic  # writing a checkpoint is not training
+            if step in plan.branch_saves:
+                write_branch_checkpoint(plan.branch_saves[step], snapshot())
+            if step < config.n_steps:
+                checkpointer.save(snapshot())  # a retried trunk resumes at least from here
+            tic = time.perf_counter()
+    # The finished trial keeps its final weights (no optimizer state) and its history.
+    checkpointer.save(snapshot(finished=True))
 
 
 class TinyLM(Workload):
@@ -316,127 +556,12 @@ class TinyLM(Workload):
         return trial_size(config)
 
     def train(self, config: TinyLMConfig, reporter: Reporter) -> None:
-        import torch
-        import torch.nn.functional as F
+        """Warmup and cosine decay over the trial's own length (lr_at)."""
+        evals = frozenset(eval_steps(config))
+        identity = {"config": config.model_dump(mode="json"), "wsd": None}
+        train_run(config, reporter, RunPlan(functools.partial(lr_at, config=config), evals, evals, identity))
 
-        on_gpu = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
-        device = torch.device("cuda" if on_gpu else "cpu")
-        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
-        peak = compute.peak_flops_per_s(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
-        per_token_flops = flops_per_token_with_attention(config)
-        T, B = config.context_len, config.batch_size
-
-        train_bytes, held_bytes = load_corpus(config.corpus, config.corpus_max_bytes)
-        for name, part in (("training", train_bytes), ("held-out", held_bytes)):
-            if len(part) < T + 2:
-                raise WorkloadError(f"corpus {config.corpus!r}: {name} split has {len(part)} bytes, fewer than context_len + 2")
-        windows = np.lib.stride_tricks.sliding_window_view(train_bytes, T + 1)
-        held_windows = np.lib.stride_tricks.sliding_window_view(held_bytes, T + 1)
-        n_eval = max(1, config.eval_tokens // T)
-        held = torch.from_numpy(held_windows[np.linspace(0, len(held_windows) - 1, n_eval).astype(np.int64)].astype(np.int64))
-
-        torch.manual_seed(config.seed)
-        model = build_model(config).to(device)
-        decay = [p for p in model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in model.parameters() if p.dim() < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=config.lr,
-            betas=(0.9, 0.95),
-        )
-        autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)  # noqa: E731
-
-        def bits_and_errors(logits, targets):
-            nats = F.cross_entropy(logits.float().reshape(-1, VOCAB_SIZE), targets.reshape(-1), reduction="sum")
-            wrong = (logits.argmax(-1) != targets).sum()
-            return nats / math.log(2), wrong
-
-        def evaluate() -> tuple[float, float]:
-            model.eval()
-            bits = wrong = 0.0
-            with torch.no_grad(), autocast():
-                for start in range(0, len(held), B):
-                    seqs = held[start : start + B].to(device)
-                    b, w = bits_and_errors(model(seqs[:, :-1]), seqs[:, 1:])
-                    bits, wrong = bits + b.item(), wrong + w.item()
-            model.train()
-            n = len(held) * T
-            return bits / n, wrong / n
-
-        config_dump = config.model_dump(mode="json")
-        checkpointer = _Checkpointer(reporter.checkpoint)
-        step, start_step, history = 0, 0, []
-        state = checkpointer.load(config_dump)
-        if state is not None:
-            model.load_state_dict(state["model"])
-            step = start_step = state["step"]
-            for row in state["history"]:
-                reporter.report(**row)
-            history = list(state["history"])
-            if state.get("finished"):
-                return
-            optimizer.load_state_dict(state["optimizer"])
-
-        evals = [s for s in eval_steps(config) if s > step]
-        # Sums over the training batches since the last evaluation, for train_loss and train_error.
-        since_eval = state["since_eval"] if state is not None else (0.0, 0.0, 0, 0.0)
-        bits_sum = torch.tensor(float(since_eval[0]), device=device)
-        wrong_sum = torch.tensor(float(since_eval[1]), device=device)
-        seen_since_eval, train_time = since_eval[2], since_eval[3]
-        tic = time.perf_counter()
-        while step < config.n_steps:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, config)
-            seqs = torch.from_numpy(windows[batch_offsets(step, len(windows), B)].astype(np.int64)).to(device)
-            with autocast():
-                logits = model(seqs[:, :-1])
-            bits, wrong = bits_and_errors(logits, seqs[:, 1:])
-            loss = bits * math.log(2) / (B * T)  # mean nats per token
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            step += 1
-            bits_sum += bits.detach()
-            wrong_sum += wrong.detach()
-            seen_since_eval += B * T
-
-            if evals and step == evals[0]:
-                evals.pop(0)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                train_time += time.perf_counter() - tic
-                tokens_per_s = seen_since_eval / max(train_time, 1e-9)
-                test_loss, test_error = evaluate()
-                row = {
-                    "epoch": len(history) + 1,
-                    "train_loss": bits_sum.item() / seen_since_eval,
-                    "train_error": wrong_sum.item() / seen_since_eval,
-                    "test_loss": test_loss,
-                    "test_error": test_error,
-                    "tokens_seen": step * config.tokens_per_step,
-                    "tokens_per_s": tokens_per_s,
-                    "lr": lr_at(step - 1, config),
-                    "resumed_from_step": start_step,
-                }
-                if peak:
-                    row["mfu"] = compute.model_flops_utilization(per_token_flops, tokens_per_s, peak)
-                history.append(row)
-                reporter.report(**row)
-                bits_sum.zero_()
-                wrong_sum.zero_()
-                seen_since_eval, train_time = 0, 0.0
-                tic = time.perf_counter()
-            if checkpointer.due() and step < config.n_steps:
-                train_time += time.perf_counter() - tic  # writing the checkpoint is not training
-                checkpointer.save(
-                    {"config": config_dump, "step": step, "model": model.state_dict(),
-                     "optimizer": optimizer.state_dict(), "history": history,
-                     "since_eval": (bits_sum.item(), wrong_sum.item(), seen_since_eval, train_time)}  # fmt: skip
-                )
-                tic = time.perf_counter()
-        # The finished trial keeps its final weights (no optimizer state) and its history.
-        checkpointer.save(
-            {"config": config_dump, "step": step, "model": model.state_dict(), "history": history, "finished": True}
-        )
+    def train_wsd(self, config: TinyLMConfig, reporter: Reporter, part: WSDPart) -> None:
+        """A WSD trunk, branch or whole run (workloads.api.WSDPart); warmup_fraction is not used."""
+        directory = reporter.checkpoint.directory if reporter.checkpoint else None
+        train_run(config, reporter, wsd_plan(config, part, directory))

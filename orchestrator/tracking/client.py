@@ -97,27 +97,22 @@ def sqlite_path(uri: str) -> Path | None:
 
 @contextmanager
 def locked_sqlite_file(db: Path, uri: str):
-    """Hold the SQLite file (created if need be) under an exclusive flock: MLflow creates or upgrades
-    a store's tables on first use, and two processes doing it at once race in alembic. (SQLite's
-    own locks are fcntl locks, which flock does not touch.) A folder or file that cannot be
-    created or opened is refused here, naming why."""
+    """Hold an exclusive flock of the SQLite file's folder (created if need be): MLflow creates or
+    upgrades a store's tables when a client first opens it, and two processes doing it at once race
+    in alembic. The folder, never the file: closing any descriptor of a SQLite file drops the POSIX
+    locks SQLite holds on it in this process. A folder that cannot be made is refused here."""
     if db.parent.exists() and not db.parent.is_dir():
         raise TrackingRefused(f"SQLite store {shown(uri)}: {db.parent} is a file, not a folder")
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise TrackingRefused(f"SQLite store {shown(uri)}: cannot create the folder {db.parent} ({err.strerror})") from None
+    folder = os.open(db.parent, os.O_RDONLY)
     try:
-        handle = open(db, "ab")
-    except OSError as err:
-        reason = _PERMANENT_ERRNOS.get(err.errno, err.strerror)
-        raise TrackingRefused(f"SQLite store {shown(uri)}: cannot open or create {db}: {reason}") from None
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the flock
 
 
 def prepare_sqlite(db: Path, uri: str) -> None:
@@ -127,6 +122,12 @@ def prepare_sqlite(db: Path, uri: str) -> None:
     engine setup would retry for minutes. WAL: readers such as the MLflow UI or `scalesweep
     status` no longer block the sweep's writes, and a commit costs half.
     """
+    if not db.exists():
+        try:
+            db.touch()  # an empty file is an empty SQLite database; nothing holds locks on it yet
+        except OSError as err:
+            reason = _PERMANENT_ERRNOS.get(err.errno, err.strerror)
+            raise TrackingRefused(f"SQLite store {shown(uri)}: cannot create {db}: {reason}") from None
     try:
         with closing(sqlite3.connect(db, timeout=10)) as conn:
             conn.execute("PRAGMA schema_version")  # reads the header: 'file is not a database'

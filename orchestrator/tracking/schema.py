@@ -10,6 +10,10 @@ A child run holds:
   workload has them `n_params_with_embeddings`, `train_flops_with_attention`, `compute_budget`), so
   MLflow's own UI and search can chart and filter them; the per-epoch metrics (step = epoch) and
   `duration_s`.
+- in a WSD sweep, tag `wsd_part` (trunk or branch); a branch also has tag `trunk_key` (its trunk's
+  trial_key) and step-0 metrics `branch_step` (the trunk's data size where it branched, data units),
+  `cooldown_flops` (what it trained itself) and `spent_flops` (that plus its share of the trunk), in
+  FLOPs. A trunk's compute is its branches'; status, fits and reports leave trunks out.
 
 Reading back, a store's runs become one columnar table (`runs_table`), named as
 `mlflow.search_runs(output_format="pandas")` names them: run_id, run_status, start_time, end_time,
@@ -30,9 +34,12 @@ ROLE_TAG = "scalesweep.role"  # "sweep" on the parent, "trial" on children
 TRIAL_KEY_TAG = "trial_key"
 STATUS_TAG = "status"
 DUPLICATE_OF_TAG = "duplicate_of"  # on an extra FINISHED run of a trial: the run that stands for it
+WSD_PART_TAG = "wsd_part"  # "trunk" or "branch" on the children of a WSD sweep
+TRUNK_KEY_TAG = "trunk_key"  # on a WSD branch: the trial_key of the trunk it starts from
 # What sizes a trial: logged as metrics at step 0 (numbers the MLflow UI charts), read back as columns.
 SIZE_METRICS = (
     "n_params", "n_samples", "train_flops", "n_params_with_embeddings", "train_flops_with_attention", "compute_budget",
+    "branch_step", "cooldown_flops", "spent_flops",
 )  # fmt: skip
 RUN_COLUMNS = ("run_id", "run_status", "start_time", "end_time", "deleted")
 MAX_TAG_CHARS = 5000
@@ -45,7 +52,12 @@ def tag_value(value: Any) -> str:
 
 def trial_tags(trial, parent_run_id: str) -> dict[str, str]:
     """The tags a trial's run is created with."""
-    return {PARENT_TAG: parent_run_id, ROLE_TAG: "trial", TRIAL_KEY_TAG: trial.key, STATUS_TAG: "running"}
+    tags = {PARENT_TAG: parent_run_id, ROLE_TAG: "trial", TRIAL_KEY_TAG: trial.key, STATUS_TAG: "running"}
+    if trial.wsd is not None:
+        tags[WSD_PART_TAG] = trial.wsd.part.kind
+        if trial.depends_on is not None:
+            tags[TRUNK_KEY_TAG] = trial.depends_on
+    return tags
 
 
 def trial_params(trial) -> list[Param]:
@@ -63,6 +75,8 @@ def size_metrics(trial) -> list[Metric]:
         "train_flops_with_attention": trial.size.train_flops_with_attention,
         "compute_budget": trial.compute_budget,
     }
+    if trial.wsd is not None and not trial.is_trunk:
+        values.update(branch_step=trial.wsd.branch_start, cooldown_flops=trial.wsd.cooldown_flops, spent_flops=trial.spent_flops)
     now = int(time.time() * 1000)
     return [Metric(name, float(value), now, 0) for name, value in values.items() if value is not None]
 
@@ -132,6 +146,11 @@ def column(table: pd.DataFrame, name: str, default=None) -> pd.Series:
 
 def trial_keys(table: pd.DataFrame) -> pd.Series:
     return column(table, f"tags.{TRIAL_KEY_TAG}", "")
+
+
+def is_trunk(table: pd.DataFrame) -> pd.Series:
+    """Whether each run is a WSD trunk (no point of the grid: a stable learning rate, never cooled down)."""
+    return column(table, f"tags.{WSD_PART_TAG}") == "trunk"
 
 
 def trial_statuses(table: pd.DataFrame) -> pd.Series:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import pandas as pd
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.exceptions import MlflowException
 
 from orchestrator.tracking import schema
 from orchestrator.tracking.client import (
@@ -41,6 +43,8 @@ MAX_SEARCH_PAGE = 50_000
 
 # Where each recorder round leaves its trials' per-epoch metrics, one Parquet file, on the parent run.
 HISTORY_ARTIFACT_DIR = "histories"
+# How long a driver that created a parent run waits before it looks for others created at the same time.
+PARENT_SETTLE_S = 2.0
 # Why a parent run ended FAILED or KILLED, in words.
 END_REASON_TAG = "scalesweep.end_reason"
 
@@ -107,9 +111,15 @@ class SweepStore:
             try:
                 experiment = self.client.get_experiment_by_name(self.experiment_name)
                 if experiment is None:
-                    self._experiment_id = self.client.create_experiment(
-                        self.experiment_name, artifact_location=self._artifact_location
-                    )
+                    try:
+                        self._experiment_id = self.client.create_experiment(
+                            self.experiment_name, artifact_location=self._artifact_location
+                        )
+                    except MlflowException as err:
+                        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                            raise
+                        # Another driver created it a moment ago.
+                        self._experiment_id = self.client.get_experiment_by_name(self.experiment_name).experiment_id
                 else:
                     if experiment.lifecycle_stage == "deleted":
                         self.client.restore_experiment(experiment.experiment_id)
@@ -149,6 +159,9 @@ class SweepStore:
         params += [Param(f"param.{k}", schema.tag_value(v)[:6000]) for k, v in spec.get("params", {}).items()]
         for chunk in _chunks(params, MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=chunk)
+        # Another driver may be creating one at this moment, its start time taken before ours but
+        # committed after: wait until both are visible, then both keep the same, oldest one.
+        time.sleep(PARENT_SETTLE_S)
         winner = self.find_sweeps(name)[0]
         if winner != run_id:
             self.client.delete_run(run_id)
@@ -168,6 +181,11 @@ class SweepStore:
             raise
         except Exception as err:  # a read-only artifact store: the spec's identity is in the tags already
             log.warning("could not upload spec.json to the sweep's run (%s); the sweep goes on", err)
+
+    def log_sweep_compute(self, run_id: str, flops: dict[str, float]) -> None:
+        """The sweep's compute totals (FLOPs) as step-0 metrics of its parent run, e.g. spent_flops."""
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(name, float(value), now, 0) for name, value in flops.items()])
 
     def close_sweep(self, run_id: str, status: str, reason: str = "") -> None:
         """End the parent run: FINISHED, FAILED or KILLED, with the reason in a tag when it did not finish."""
