@@ -187,10 +187,12 @@ def bench_store(store: str, sizes: list[int], epochs: int, plain_max: int, num_c
                 if runner.poll() is None and code == 0:
                     during.append((wall, rss))
                 time.sleep(5)
+            run_tail = runner.communicate()[0]
             run_wall = time.perf_counter() - started
-            runner.stdout.read()
             rows.append({"store": store, "trials": n_trials, "step": "run", "wall_s": run_wall, "rss_mib": float("nan"), "exit": runner.returncode})
             print(f"  {store:<10} {n_trials:>6} {'run':<22} {run_wall:8.1f} s  ({run_wall / n_trials * 1000:.0f} ms/trial)  exit {runner.returncode}", flush=True)
+            if runner.returncode != 0:
+                print("    " + run_tail[-2000:].replace("\n", "\n    "), flush=True)
             if during:
                 wall, rss = max(during)
                 rows.append({"store": store, "trials": n_trials, "step": f"status during run (max of {len(during)})", "wall_s": wall, "rss_mib": rss, "exit": 0})

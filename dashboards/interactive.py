@@ -1,7 +1,7 @@
 """Plotly figures for the HTML report, the same pictures as dashboards.plots with hover and zoom.
 
-Like the matplotlib versions they take DataFrames, column names, `Curve`s and plain marks, and never
-query MLflow or Ray. `write_html` inlines plotly.js once, so the page opens on a machine with no
+Like the matplotlib versions they take DataFrames, column names, fit results and `Curve`s, never
+query MLflow or Ray, and never analyse. `write_html` inlines plotly.js once, so the page opens on a machine with no
 network.
 """
 
@@ -18,8 +18,9 @@ from plotly.colors import sample_colorscale
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from dashboards.curves import Curve, Markers
-from dashboards.plots import label, mean_grid, si
+from dashboards.curves import Curve
+from dashboards.labels import DEFAULT_LABELS, Labels, si
+from dashboards.plots import group_values, mean_grid
 
 TEMPLATE = "plotly_white"
 
@@ -83,7 +84,7 @@ def _curve_traces(curve: Curve | None, color: str, group: str | None, dash: str 
 
 
 def heatmap_figure(
-    df: pd.DataFrame, x: str, y: str, value: str, title: str, xlabel: str | None = None, ylabel: str | None = None
+    df: pd.DataFrame, x: str, y: str, value: str, title: str, xlabel: str | None = None, ylabel: str | None = None, labels: Labels = DEFAULT_LABELS
 ) -> go.Figure:
     """Seed-mean `value` over the x by y grid; one Heatmap trace."""
     grid = mean_grid(df, x, y, value)
@@ -93,12 +94,12 @@ def heatmap_figure(
             x=[si(v) for v in grid.columns],
             y=[si(v) for v in grid.index],
             colorscale="Viridis",
-            colorbar={"title": {"text": label(value), "side": "right"}},
+            colorbar={"title": {"text": labels(value), "side": "right"}},
             texttemplate="%{z:.3f}" if grid.size <= 100 else None,
             hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>{value}=%{{z:.4f}}<extra></extra>",
         )
     )
-    _layout(fig, title, xlabel or label(x), ylabel or label(y))
+    _layout(fig, title, xlabel or labels(x), ylabel or labels(y))
     fig.update_xaxes(type="category")
     fig.update_yaxes(type="category")
     return fig
@@ -113,6 +114,7 @@ def epoch_heatmap_figure(
     epoch_col: str = "epoch",
     xlabel: str | None = None,
     group_label: str | None = None,
+    labels: Labels = DEFAULT_LABELS,
 ) -> go.Figure:
     """`value` over model size x epoch, one panel (one Heatmap trace) per group, one colour scale."""
     groups = sorted(history[group_col].unique())
@@ -132,77 +134,67 @@ def epoch_heatmap_figure(
             1,
             i,
         )
-        fig.update_xaxes(title_text=xlabel or label(size_col), type="category", row=1, col=i)
-    fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": label(value), "side": "right"}}})
+        fig.update_xaxes(title_text=xlabel or labels(size_col), type="category", row=1, col=i)
+    fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": labels(value), "side": "right"}}})
     fig.update_layout(template=TEMPLATE, title={"text": title, "x": 0.01}, margin={"t": 80})
-    fig.update_yaxes(title_text=label(epoch_col), type="log", row=1, col=1)
+    fig.update_yaxes(title_text=labels(epoch_col), type="log", row=1, col=1)
     fig.update_yaxes(type="log")
     fig.for_each_yaxis(lambda axis: _tidy_log_axis(axis, SIZE_TICKS))
     return fig
 
 
-def error_vs_size_figure(
-    df: pd.DataFrame,
-    x: str,
-    y: str,
-    group: str,
-    title: str,
-    markers: Mapping[float, Markers] | None = None,
-    train_col: str | None = "train_error",
-    xlabel: str | None = None,
-    ylabel: str | None = None,
-    group_label: str | None = None,
-) -> go.Figure:
-    """Per group: `y` seed means with min-max error bars, the train error dotted, the interpolation
-    threshold (a dashed vertical line) and the peak (a star): up to 4 traces per group."""
+def double_descent_figure(results: Sequence, title: str, xlabel: str | None = None, ylabel: str | None = None, labels: Labels = DEFAULT_LABELS) -> go.Figure:
+    """Per double-descent result: its seed means with min-max error bars, its train error dotted, its
+    interpolation threshold (a dashed vertical line) and its peak (a star; hollow when the verdict is
+    no): up to 4 traces per curve, all from the result."""
     fig = go.Figure()
-    markers = markers or {}
-    values = sorted(df[group].unique())
-    top = float(df[y].max()) * 1.05
-    for color, value in zip(_colors(len(values)), values):
-        rows = df[df[group] == value]
-        stats = rows.groupby(x)[y].agg(["mean", "min", "max"]).sort_index()
-        name = f"{group_label or group} = {si(value)}"
+    if not results:
+        return fig
+    x_name, y_name = results[0].x_name, results[0].y_name
+    top = max(float(r.curve["max"].max()) for r in results) * 1.05
+    for color, result in zip(_colors(len(results)), results):
+        curve = result.curve
+        name = labels.group(result.group)
         fig.add_trace(
             go.Scatter(
-                x=stats.index,
-                y=stats["mean"],
+                x=curve["x"],
+                y=curve["mean"],
                 mode="lines+markers",
-                name=name,
+                name=name + (": double descent" if result.double_descent else ""),
                 legendgroup=name,
                 line={"color": color, "width": 2.5},
-                error_y={"type": "data", "symmetric": False, "array": stats["max"] - stats["mean"], "arrayminus": stats["mean"] - stats["min"]},
+                error_y={"type": "data", "symmetric": False, "array": curve["max"] - curve["mean"], "arrayminus": curve["mean"] - curve["min"]},
             )
         )
-        if train_col and train_col in rows:
-            train = rows.groupby(x)[train_col].mean().sort_index()
+        if np.isfinite(curve["train_mean"]).any():
             fig.add_trace(
-                go.Scatter(x=train.index, y=train.values, mode="lines", line={"color": color, "dash": "dot"}, name=f"train error, {name}", legendgroup=name)
+                go.Scatter(x=curve["x"], y=curve["train_mean"], mode="lines", line={"color": color, "dash": "dot"}, name=f"train error, {name}", legendgroup=name)
             )
-        mark = markers.get(value, Markers())
-        if mark.threshold is not None:
+        if result.threshold_x is not None:
             fig.add_trace(
                 go.Scatter(
-                    x=[mark.threshold, mark.threshold],
+                    x=[result.threshold_x, result.threshold_x],
                     y=[0, top],
                     mode="lines",
                     line={"color": color, "dash": "dash", "width": 1.5},
-                    name=f"interpolation threshold, {name}: N = {si(mark.threshold)}",
+                    name=f"interpolation threshold, {name}: {labels.short(x_name)} = {si(result.threshold_x)}",
                     legendgroup=name,
                 )
             )
-        if mark.peak is not None:
+        if result.peak_x is not None:
+            symbol = "star" if result.double_descent else "star-open"
+            p = f", p = {result.p_value:.2g}" if result.p_value is not None else ""
             fig.add_trace(
                 go.Scatter(
-                    x=[mark.peak[0]],
-                    y=[mark.peak[1]],
+                    x=[result.peak_x],
+                    y=[result.peak_height],
                     mode="markers",
-                    marker={"symbol": "star", "size": 18, "color": color, "line": {"color": "black", "width": 1}},
-                    name=f"test-error peak, {name}",
+                    marker={"symbol": symbol, "size": 18, "color": color, "line": {"color": "black", "width": 1}},
+                    name=f"peak, {name} ({'double descent' if result.double_descent else 'not double descent'}{p})",
                     legendgroup=name,
                 )
             )
-    return _layout(fig, title, xlabel or label(x), ylabel or label(y), log_x=True)
+    return _layout(fig, title, xlabel or labels(x_name), ylabel or labels(y_name), log_x=True)
 
 
 def scaling_figure(
@@ -215,17 +207,18 @@ def scaling_figure(
     xlabel: str | None = None,
     ylabel: str | None = None,
     group_label: str | None = None,
+    labels: Labels = DEFAULT_LABELS,
 ) -> go.Figure:
     """Log-log `y` vs `x`: per group the trials (1 trace), the fitted law (1) and its band (1 if kept)."""
     fig = go.Figure()
     curves = curves or {}
-    values = sorted(df[group].unique()) if group else [None]
+    values = group_values(df, group)
     for color, value in zip(_colors(len(values)), values):
         rows = df if value is None else df[df[group] == value]
-        name = "trials" if value is None else f"{group_label or group} = {si(value)}"
+        name = "trials" if value is None else (value if isinstance(value, str) else f"{group_label or group} = {si(value)}")
         fig.add_trace(go.Scatter(x=rows[x], y=rows[y], mode="markers", marker={"color": color, "size": 8, "opacity": 0.8}, name=name, legendgroup=name))
         fig.add_traces(_curve_traces(curves.get(value), color, name))
-    _layout(fig, title, xlabel or label(x), ylabel or label(y), log_x=True, log_y=True)
+    _layout(fig, title, xlabel or labels(x), ylabel or labels(y), log_x=True, log_y=True)
     # Frame the data and the fitted lines; a wide band at the edge of the range must not squash them.
     shown = np.concatenate([df[y].to_numpy(float), *(c.y for c in curves.values())])
     shown = shown[np.isfinite(shown) & (shown > 0)]
@@ -244,6 +237,7 @@ def isoflop_figure(
     optima: pd.DataFrame | None = None,
     xlabel: str | None = None,
     ylabel: str | None = None,
+    labels: Labels = DEFAULT_LABELS,
 ) -> go.Figure:
     """Per budget the trials (1 trace) and fitted profile (+ band) where given; the optima (1 trace)."""
     fig = go.Figure()
@@ -266,7 +260,7 @@ def isoflop_figure(
                 name="optimum per budget",
             )
         )
-    return _layout(fig, title, xlabel or label(size_col), ylabel or label(metric), log_x=True)
+    return _layout(fig, title, xlabel or labels(size_col), ylabel or labels(metric), log_x=True)
 
 
 def frontier_figure(
@@ -275,18 +269,23 @@ def frontier_figure(
     size_col: str,
     data_col: str,
     title: str,
-    size_curve: Curve | None = None,
-    data_curve: Curve | None = None,
+    size_curves: Sequence[Curve] = (),
+    data_curves: Sequence[Curve] = (),
     data_label: str | None = None,
+    labels: Labels = DEFAULT_LABELS,
 ) -> go.Figure:
-    """N_opt(C) and D_opt(C), log-log, two panels: the optima (1 trace each) and fitted laws (+ band)."""
+    """N_opt(C) and D_opt(C), log-log, two panels: the optima (1 trace each) and each fitted law (+ band)."""
     fig = make_subplots(1, 2, subplot_titles=["N_opt vs compute", "D_opt vs compute"], horizontal_spacing=0.12)
-    panels = ((1, size_col, size_curve, "N_opt", label(size_col), "rgb(59, 76, 192)"), (2, data_col, data_curve, "D_opt", data_label or label(data_col), "rgb(180, 4, 38)"))
-    for col, column, curve, name, ylabel, color in panels:
+    panels = (
+        (1, size_col, size_curves, "N_opt", labels(size_col), "rgb(59, 76, 192)"),
+        (2, data_col, data_curves, "D_opt", data_label or labels(data_col), "rgb(180, 4, 38)"),
+    )
+    for col, column, curves, name, ylabel, color in panels:
         fig.add_trace(go.Scatter(x=optima[budget_col], y=optima[column], mode="markers", marker={"color": color, "size": 10}, name=f"{name} per budget"), 1, col)
-        for trace in _curve_traces(curve, color, name):
-            fig.add_trace(trace, 1, col)
-        fig.update_xaxes(title_text=label(budget_col), type="log", row=1, col=col)
+        for curve, dash in zip(curves, ("dash", "dot")):
+            for trace in _curve_traces(curve, color, name, dash=dash):
+                fig.add_trace(trace, 1, col)
+        fig.update_xaxes(title_text=labels(budget_col), type="log", row=1, col=col)
         fig.update_yaxes(title_text=f"{name}: {ylabel}", type="log", row=1, col=col)
     fig.update_layout(template=TEMPLATE, title={"text": title, "x": 0.01}, margin={"t": 80})
     fig.update_xaxes(exponentformat="power")

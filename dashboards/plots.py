@@ -1,78 +1,27 @@
-"""Matplotlib figures for papers, from DataFrames and plain values. They never query MLflow or Ray.
+"""Matplotlib figures for papers, from DataFrames, fit results and plain values. They never query
+MLflow or Ray, and never analyse: marks and fitted lines come from orchestrator.fit's results.
 
-Every function takes `(df, column names, ..., ax=None)` and returns the figure; fitted lines come in
-as `Curve`s (see dashboards.curves), marks as plain numbers, so any fit result can be drawn.
+Every function takes its data, column names, `ax=None` and `labels` (a dashboards.labels.Labels with
+the workload's units) and returns the figure. Figures are `matplotlib.figure.Figure`s made without
+pyplot, so drawing a report neither picks nor changes a backend (a notebook keeps its own).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
-
-matplotlib.use("Agg")  # headless: reports are written on machines with no display
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from dashboards.curves import Curve, Markers
+from dashboards.curves import Curve
+from dashboards.labels import DEFAULT_LABELS, Labels, si
 
-AXIS_LABELS = {
-    "n_params": "model size N (parameters)",
-    "n_samples": "data size D (training samples)",
-    "train_flops": "training compute C (FLOPs)",
-    "compute_budget": "compute budget C (FLOPs)",
-    "width": "hidden width (units)",
-    "n_train": "training samples",
-    "epoch": "epoch (passes over the training set)",
-}
-METRIC_NAMES = {"test_error": "test error", "train_error": "train error", "test_loss": "test loss", "train_loss": "train loss"}
-# What the standard metrics measure unless a workload says otherwise (Workload.metric_units).
-DEFAULT_METRIC_UNITS = {
-    "test_error": "fraction misclassified",
-    "train_error": "fraction misclassified",
-    "test_loss": "nats",
-    "train_loss": "nats",
-}
-_metric_units = dict(DEFAULT_METRIC_UNITS)
 FIGSIZE = (7.5, 4.8)
-
-
-def label(column: str) -> str:
-    if column in METRIC_NAMES:
-        return f"{METRIC_NAMES[column]} ({_metric_units[column]})"
-    return AXIS_LABELS.get(column, column)
-
-
-@contextmanager
-def metric_units(units: Mapping[str, str] | None) -> Iterator[None]:
-    """Label the standard metrics in `units` (a workload's, e.g. test_loss: 'bits per byte') while
-    drawing one sweep's figures; the defaults are back afterwards."""
-    saved = dict(_metric_units)
-    _metric_units.update(units or {})
-    try:
-        yield
-    finally:
-        _metric_units.clear()
-        _metric_units.update(saved)
-
-
-def si(value: float) -> str:
-    """Compact tick text: 1200 -> 1.2k, 3.5e6 -> 3.5M, 2e9 -> 2B, 1e21 -> 1e21."""
-    value = float(value)
-    if value == 0 or not np.isfinite(value):
-        return f"{value:g}"
-    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            if abs(value) >= 1000 * scale:
-                return f"{value:.0e}".replace("e+", "e")
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.3g}"
 
 
 def mean_grid(df: pd.DataFrame, x: str, y: str, value: str) -> pd.DataFrame:
@@ -83,7 +32,8 @@ def mean_grid(df: pd.DataFrame, x: str, y: str, value: str) -> pd.DataFrame:
 def _axes(ax, figsize=FIGSIZE):
     if ax is not None:
         return ax.figure, ax
-    return plt.subplots(figsize=figsize, layout="constrained")
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots()
 
 
 def _style(ax, title: str, xlabel: str, ylabel: str) -> None:
@@ -111,7 +61,7 @@ def _si_axis(axis) -> None:
 
 def _colors(n: int, cmap: str = "viridis") -> np.ndarray:
     # Ordered groups (data sizes, budgets) get ordered colours; the pale end is left out for contrast.
-    return plt.get_cmap(cmap)(np.linspace(0.0, 0.8, max(n, 1)))
+    return matplotlib.colormaps[cmap](np.linspace(0.0, 0.8, max(n, 1)))
 
 
 def cell_edges(values, log: bool) -> np.ndarray:
@@ -148,6 +98,7 @@ def heatmap(
     ylabel: str | None = None,
     annotate: bool | None = None,
     colorbar: bool = True,
+    labels: Labels = DEFAULT_LABELS,
 ):
     """Seed-mean `value` over the x by y grid, cells placed at their real (log) positions.
 
@@ -173,11 +124,11 @@ def heatmap(
             if np.isfinite(cell):
                 dark = norm(cell) < 0.55  # light text on the dark end of viridis
                 ax.text(xs[j], ys[i], f"{cell:.3f}", ha="center", va="center", fontsize=7, color="w" if dark else "k")
-    ax.set_title(title or label(value), fontsize=11, loc="left", fontweight="bold")
-    ax.set_xlabel(xlabel or label(x))
-    ax.set_ylabel(ylabel or label(y))
+    ax.set_title(title or labels(value), fontsize=11, loc="left", fontweight="bold")
+    ax.set_xlabel(xlabel or labels(x))
+    ax.set_ylabel(ylabel or labels(y))
     if colorbar:
-        fig.colorbar(mesh, ax=ax, label=label(value), pad=0.02)
+        fig.colorbar(mesh, ax=ax, label=labels(value), pad=0.02)
     return fig
 
 
@@ -190,76 +141,84 @@ def epoch_heatmaps(
     epoch_col: str = "epoch",
     xlabel: str | None = None,
     group_label: str | None = None,
+    labels: Labels = DEFAULT_LABELS,
 ):
     """Epoch-wise double descent: `value` over model size x epoch, one panel per group (e.g. data size).
 
     All panels share one colour scale so they can be compared.
     """
     groups = sorted(history[group_col].unique())
-    fig, axes = plt.subplots(
-        1, len(groups), figsize=(4.2 * len(groups) + 1.2, 4.6), sharey=True, layout="constrained", squeeze=False
-    )
+    fig = Figure(figsize=(4.2 * len(groups) + 1.2, 4.6), layout="constrained")
+    axes = fig.subplots(1, len(groups), sharey=True, squeeze=False)
     vmin, vmax = history[value].min(), history[value].max()
     mesh = None
     for ax, group in zip(axes[0], groups):
         rows = history[history[group_col] == group]
-        heatmap(rows, size_col, epoch_col, value, ax=ax, colorbar=False, annotate=False, xlabel=xlabel)
+        heatmap(rows, size_col, epoch_col, value, ax=ax, colorbar=False, annotate=False, xlabel=xlabel, labels=labels)
         mesh = ax.collections[0]
         mesh.set_norm(Normalize(vmin, vmax))
         ax.set_title(f"{group_label or group_col} = {si(group)}", fontsize=10, loc="left", fontweight="normal")
         if ax is not axes[0][0]:
             ax.set_ylabel("")
-    fig.colorbar(mesh, ax=axes[0].tolist(), label=label(value), pad=0.01)
-    fig.suptitle(title or f"{label(value)} over model size and epoch", fontsize=11, x=0.01, ha="left", fontweight="bold")
+    fig.colorbar(mesh, ax=axes[0].tolist(), label=labels(value), pad=0.01)
+    fig.suptitle(title or f"{labels(value)} over model size and epoch", fontsize=11, x=0.01, ha="left", fontweight="bold")
     return fig
+
+
+def group_values(df: pd.DataFrame, group: str | None) -> list:
+    """A group column's values in order: numbers sorted, names (e.g. 'D = 1k') as they first appear."""
+    if not group:
+        return [None]
+    if pd.api.types.is_numeric_dtype(df[group]):
+        return sorted(df[group].unique())
+    return list(dict.fromkeys(df[group]))
 
 
 def _seed_stats(rows: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return rows.groupby(x)[y].agg(["mean", "min", "max"]).sort_index()
 
 
-def error_vs_size(
-    df: pd.DataFrame,
-    x: str,
-    y: str,
-    group: str,
-    markers: Mapping[float, Markers] | None = None,
-    train_col: str | None = "train_error",
+def double_descent_curves(
+    results: Sequence,
     title: str = "",
     ax=None,
     xlabel: str | None = None,
     ylabel: str | None = None,
-    group_label: str | None = None,
+    labels: Labels = DEFAULT_LABELS,
 ):
-    """`y` against model size `x` (log x) per `group`: seed means, min-max bands, train error dotted,
-    each group's interpolation threshold (dashed vertical line) and error peak (star) marked."""
+    """Each double-descent result's curve against its x (log x): seed means, the seeds' min-max band,
+    the train error dotted, and the landmarks the result found: its interpolation threshold (dashed
+    vertical line) and its peak (a star, filled when the verdict is double descent, hollow when not).
+
+    results: orchestrator.fit DoubleDescentResults of one x (e.g. SweepFits.double_descent).
+    """
     fig, ax = _axes(ax)
-    markers = markers or {}
-    values = sorted(df[group].unique())
-    for color, value in zip(_colors(len(values)), values):
-        rows = df[df[group] == value]
-        stats = _seed_stats(rows, x, y)
-        ax.plot(stats.index, stats["mean"], "o-", color=color, lw=2, ms=5, label=f"{group_label or group} = {si(value)}")
-        ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15, lw=0)
-        if train_col and train_col in rows:
-            train = rows.groupby(x)[train_col].mean().sort_index()
-            ax.plot(train.index, train.values, ":", color=color, lw=1.5)
-        mark = markers.get(value, Markers())
-        if mark.threshold is not None:
-            ax.axvline(mark.threshold, color=color, ls="--", lw=1.2, alpha=0.8)
-        if mark.peak is not None:
-            ax.plot(*mark.peak, marker="*", ms=16, color=color, mec="k", mew=0.8, ls="none", zorder=5)
+    if not results:
+        return fig
+    x_name, y_name = results[0].x_name, results[0].y_name
+    for color, result in zip(_colors(len(results)), results):
+        curve = result.curve
+        name = labels.group(result.group) + (": double descent" if result.double_descent else "")
+        ax.plot(curve["x"], curve["mean"], "o-", color=color, lw=2, ms=5, label=name)
+        ax.fill_between(curve["x"], curve["min"], curve["max"], color=color, alpha=0.15, lw=0)
+        if np.isfinite(curve["train_mean"]).any():
+            ax.plot(curve["x"], curve["train_mean"], ":", color=color, lw=1.5)
+        if result.threshold_x is not None:
+            ax.axvline(result.threshold_x, color=color, ls="--", lw=1.2, alpha=0.8)
+        if result.peak_x is not None:
+            face = color if result.double_descent else "none"
+            ax.plot(result.peak_x, result.peak_height, marker="*", ms=16, color=color, mfc=face, mec="k", mew=0.8, ls="none", zorder=5)
     ax.set_xscale("log")
     _si_axis(ax.xaxis)
-    _style(ax, title or f"{label(y)} vs {label(x)}", xlabel or label(x), ylabel or label(y))
+    _style(ax, title or f"{labels(y_name)} vs {labels(x_name)}", xlabel or labels(x_name), ylabel or labels(y_name))
     handles, _ = ax.get_legend_handles_labels()
     extra = []
-    if train_col and train_col in df:
+    if any(np.isfinite(r.curve["train_mean"]).any() for r in results):
         extra.append(Line2D([], [], color="0.3", ls=":", label="train error"))
-    if any(m.threshold is not None for m in markers.values()):
+    if any(r.threshold_x is not None for r in results):
         extra.append(Line2D([], [], color="0.3", ls="--", label="interpolation threshold"))
-    if any(m.peak is not None for m in markers.values()):
-        extra.append(Line2D([], [], color="0.5", marker="*", ms=12, mec="k", ls="none", label="test-error peak"))
+    if any(r.peak_x is not None for r in results):
+        extra.append(Line2D([], [], color="0.5", marker="*", ms=12, mec="k", ls="none", label="peak (hollow: not double descent)"))
     ax.legend(handles=handles + extra, fontsize=8, frameon=False, loc="best")
     return fig
 
@@ -269,22 +228,24 @@ def scaling_curves(
     x: str,
     y: str,
     group: str | None = None,
-    curves: Mapping[float, Curve] | None = None,
+    curves: Mapping | None = None,
     title: str = "",
     ax=None,
     xlabel: str | None = None,
     ylabel: str | None = None,
     group_label: str | None = None,
+    labels: Labels = DEFAULT_LABELS,
 ):
-    """`y` against `x` on log-log axes: each seed as a faint dot, seed means joined, and per group the
-    fitted law (`curves[group value]`) drawn dashed with its band shaded."""
+    """`y` against `x` on log-log axes: each seed as a faint dot, seed means, and per group the
+    fitted law (`curves[group value]`) drawn dashed with its band shaded. Groups without a curve
+    (their law was not identified) show their data alone."""
     fig, ax = _axes(ax)
     curves = curves or {}
-    values = sorted(df[group].unique()) if group else [None]
+    values = group_values(df, group)
     for color, value in zip(_colors(len(values)), values):
         rows = df if value is None else df[df[group] == value]
         stats = _seed_stats(rows, x, y)
-        name = "" if value is None else f"{group_label or group} = {si(value)}"
+        name = "" if value is None else (value if isinstance(value, str) else f"{group_label or group} = {si(value)}")
         ax.scatter(rows[x], rows[y], s=10, color=color, alpha=0.35, lw=0)
         ax.plot(stats.index, stats["mean"], "o", color=color, ms=6, label=name or "seed mean")
         curve = curves.get(value)
@@ -305,7 +266,7 @@ def scaling_curves(
         ax.yaxis.set_major_locator(LogLocator(subs="all" if hi / lo < 10 else (1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
-    _style(ax, title or f"{label(y)} vs {label(x)}", xlabel or label(x), ylabel or label(y))
+    _style(ax, title or f"{labels(y)} vs {labels(x)}", xlabel or labels(x), ylabel or labels(y))
     handles, _ = ax.get_legend_handles_labels()
     if any(c.has_band for c in curves.values()):
         handles.append(Line2D([], [], color="0.3", ls="--", label="fit, shaded: bootstrap CI"))
@@ -324,6 +285,7 @@ def isoflop_profiles(
     ax=None,
     xlabel: str | None = None,
     ylabel: str | None = None,
+    labels: Labels = DEFAULT_LABELS,
 ):
     """IsoFLOP profiles: `metric` against model size at each fixed compute budget (log x), the fitted
     profile per budget (`curves[budget]`, e.g. a parabola in log N) and each budget's optimum
@@ -347,7 +309,7 @@ def isoflop_profiles(
         ax.plot(best[size_col], best[metric], "*", color="gold", mec="k", mew=0.8, ms=15, ls="none", zorder=5, label="optimum per budget")
     ax.set_xscale("log")
     _si_axis(ax.xaxis)
-    _style(ax, title or f"IsoFLOP profiles: {label(metric)}", xlabel or label(size_col), ylabel or label(metric))
+    _style(ax, title or f"IsoFLOP profiles: {labels(metric)}", xlabel or labels(size_col), ylabel or labels(metric))
     ax.legend(fontsize=8, frameon=False, loc="best")
     return fig
 
@@ -357,32 +319,34 @@ def compute_frontier(
     budget_col: str,
     size_col: str,
     data_col: str,
-    size_curve: Curve | None = None,
-    data_curve: Curve | None = None,
+    size_curves: Sequence[Curve] = (),
+    data_curves: Sequence[Curve] = (),
     title: str = "",
     axes: Sequence | None = None,
     data_label: str | None = None,
+    labels: Labels = DEFAULT_LABELS,
 ):
-    """The compute-optimal model size N_opt(C) and data size D_opt(C), log-log, side by side, each
-    with its fitted power law (a Curve, band shaded) where one is given."""
+    """The compute-optimal model size N_opt(C) and data size D_opt(C), log-log, side by side: each
+    budget's optimum, and each fitted law (a Curve, band shaded; one per approach) given."""
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+        fig = Figure(figsize=(11, 4.5), layout="constrained")
+        axes = fig.subplots(1, 2)
     fig = axes[0].figure
     panels = (
-        (axes[0], size_col, size_curve, "N_opt", label(size_col), "#3b4cc0"),
-        (axes[1], data_col, data_curve, "D_opt", data_label or label(data_col), "#b40426"),
+        (axes[0], size_col, size_curves, "N_opt", labels(size_col), "#3b4cc0"),
+        (axes[1], data_col, data_curves, "D_opt", data_label or labels(data_col), "#b40426"),
     )
-    for ax, col, curve, name, ylabel, color in panels:
+    for ax, col, curves, name, ylabel, color in panels:
         ax.plot(optima[budget_col], optima[col], "o", color=color, ms=7, label=f"{name} per budget")
-        if curve is not None:
+        for curve, ls in zip(curves, ("--", ":")):
             if curve.has_band:
                 ax.fill_between(curve.x, curve.lo, curve.hi, color=color, alpha=0.15, lw=0)
-            ax.plot(curve.x, curve.y, "--", color=color, lw=1.8, label=curve.label or f"{name} fit")
+            ax.plot(curve.x, curve.y, ls, color=color, lw=1.8, label=curve.label or f"{name} fit")
         ax.set_xscale("log")
         ax.set_yscale("log")
         _si_axis(ax.xaxis)
         _si_axis(ax.yaxis)
-        _style(ax, f"{name} vs compute", label(budget_col), f"{name}: {ylabel}")
-        ax.legend(fontsize=8, frameon=False, loc="upper left")
+        _style(ax, f"{name} vs compute", labels(budget_col), f"{name}: {ylabel}")
+        ax.legend(fontsize=8, frameon=False, loc="best")
     fig.suptitle(title or "compute-optimal frontier", fontsize=11, x=0.01, ha="left", fontweight="bold")
     return fig

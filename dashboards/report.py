@@ -1,135 +1,200 @@
-"""The report of a sweep: PNGs (or SVGs) for papers, one self-contained HTML page, and the fits as JSON.
+"""The report of a sweep: PNGs (or SVGs) for papers and one self-contained HTML page, drawn from the
+sweep's `SweepFits` (orchestrator.fit) and its trials. The report analyses nothing itself: every
+threshold, peak, fitted line and band it draws is one the fits computed, so the pictures and
+`scalesweep fit` always agree. The fits themselves are logged once, as fits/fits.json, by the fit.
 
 Pictures, when the data has them:
-  heatmap.png        seed-mean test error over model size N x data size D (final epoch)
-  epoch_heatmap.png  test error over model size x epoch, one panel per data size (epoch-wise double descent)
-  curves.png         test error vs model size per data size; train error, interpolation threshold, peak
-  scaling.png        test error vs model size, log-log, with fitted laws and bootstrap CI bands
-  isoflop.png        loss vs model size per compute budget, with each budget's optimum
-  frontier.png       compute-optimal N_opt(C) and D_opt(C)
+  heatmap.png        seed-mean metric over model size N x data size D (final epoch)
+  epoch_heatmap.png  the metric over model size x epoch, one panel per data size (epoch-wise double descent)
+  curves.png         each double-descent curve (per data size and label noise) with its threshold and peak
+  scaling.png        the metric vs model size, log-log, with the identified power laws and bootstrap bands
+  isoflop.png        loss vs model size per compute budget, each identified profile's parabola and optimum
+  frontier.png       compute-optimal N_opt(C) and D_opt(C) with each identified allocation
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
-import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from dashboards import interactive, plots
-from dashboards.curves import Curve, curves_by_group, empirical_optima, markers_by_group
-from dashboards.plots import si
+from dashboards.curves import Curve, allocation_curves, curve_from_callable, curve_from_fit, log_grid
+from dashboards.labels import DEFAULT_LABELS, Labels, si
+
+SIZE, DATA = "n_params", "n_samples"
 
 
-@dataclass
-class ComputeOptimal:
-    """An IsoFLOP sweep's inputs to the report: trials tagged with their compute budget (FLOPs).
+@dataclass(frozen=True)
+class Picture:
+    """One picture of the report: its file stem and the same figure in matplotlib and plotly."""
 
-    profiles: a fitted profile per budget (e.g. a parabola in log N), drawn through the trials.
-    optima: one row per budget (budget_col, n_params, n_samples, metric); None: the lowest recorded
-        trial per budget.
-    n_opt / d_opt: fitted compute-optimal laws N_opt(C) and D_opt(C), with bands where they have them.
-    """
-
-    trials: pd.DataFrame
-    budget_col: str = "compute_budget"
-    metric: str = "test_loss"
-    profiles: Mapping[float, Curve] = field(default_factory=dict)
-    optima: pd.DataFrame | None = None
-    n_opt: Curve | None = None
-    d_opt: Curve | None = None
+    stem: str
+    figure: object  # matplotlib.figure.Figure
+    interactive: object  # plotly.graph_objects.Figure
 
 
-def _save(fig, out: Path, stem: str, formats: Sequence[str]) -> list[Path]:
-    paths = []
-    for fmt in formats:
-        path = out / f"{stem}.{fmt}"
-        fig.savefig(path, dpi=150)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+def drawn_trials(trials: pd.DataFrame, fits) -> pd.DataFrame:
+    """The trials as the fits saw them: N in the fits' convention, only the envelope's choices."""
+    if fits.n_params_column != SIZE and fits.n_params_column in trials:
+        trials = trials.assign(**{SIZE: trials[fits.n_params_column].astype(float)})
+    if fits.envelope is not None:
+        keys = list(fits.envelope.cells) + list(fits.envelope.axes)
+        trials = trials.merge(fits.envelope.choices[keys], on=keys, how="inner")
+    return trials
+
+
+def drawn_history(history: pd.DataFrame, trials: pd.DataFrame, fits) -> pd.DataFrame:
+    """The history of the drawn trials, N in the fits' convention."""
+    if "trial_key" in history and "trial_key" in trials:
+        history = history[history["trial_key"].isin(trials["trial_key"])]
+    if fits.n_params_column != SIZE and fits.n_params_column in history:
+        history = history.assign(**{SIZE: history[fits.n_params_column].astype(float)})
+    return history
+
+
+def _scaling_inputs(trials: pd.DataFrame, fits, labels: Labels) -> tuple[pd.DataFrame, dict[str, Curve]] | None:
+    """Trials tagged with the name of their power law's group, and the identified laws' curves by that name."""
+    laws = [f for f in fits.power_laws if f.x_name == SIZE]
+    if not laws:
+        return None
+    columns = [c for c, _ in laws[0].group]
+    trials = trials.sort_values(columns, kind="stable") if columns else trials  # groups drawn in size order
+    names = trials[columns].apply(lambda row: labels.group(tuple(zip(columns, row))), axis=1) if columns else "all"
+    curves = {labels.group(f.group): curve_from_fit(f) for f in laws if f.identified}
+    return trials.assign(curve=names), curves
+
+
+def _isoflop_inputs(trials: pd.DataFrame, fits) -> tuple[pd.DataFrame, dict, pd.DataFrame] | None:
+    """Points per budget, the identified profiles' parabolas and their optima; the data alone when
+    the trials have budgets but no IsoFLOP fit could be made."""
+    metric = fits.metric
+    if fits.isoflop is None:
+        if "compute_budget" not in trials or trials["compute_budget"].isna().all():
+            return None
+        return trials[["compute_budget", SIZE, DATA, metric]], {}, pd.DataFrame()
+    profiles = fits.isoflop.profiles
+    points = pd.DataFrame(
+        {
+            "compute_budget": np.concatenate([np.full(len(p.N), p.budget) for p in profiles]),
+            SIZE: np.concatenate([p.N for p in profiles]),
+            DATA: np.concatenate([p.D for p in profiles]),
+            metric: np.concatenate([p.y for p in profiles]),
+        }
+    )
+    used = [p for p in profiles if p.identified]
+    curves = {p.budget: curve_from_callable(p.predict, log_grid(p.N.min(), p.N.max(), 60)) for p in used}
+    optima = pd.DataFrame(
+        {"compute_budget": [p.budget for p in used], SIZE: [p.N_opt for p in used], DATA: [p.D_opt for p in used], metric: [p.y_opt for p in used]}
+    )
+    return points, curves, optima
+
+
+def report_pictures(
+    trials: pd.DataFrame, fits, title: str, history: pd.DataFrame | None = None, labels: Labels = DEFAULT_LABELS
+) -> list[Picture]:
+    """Every picture the trials and fits support, each as a matplotlib and a plotly figure."""
+    metric = fits.metric
+    if trials.empty or metric not in trials:
+        raise ValueError(f"no finished trials with metric {metric!r} to report on")
+    trials = drawn_trials(trials, fits)
+    what = labels(metric).split(" (")[0]
+    data_label = labels(DATA)
+    pictures = [
+        Picture(
+            "heatmap",
+            plots.heatmap(trials, SIZE, DATA, metric, title=f"{title}: final {what} over model and data size", labels=labels),
+            interactive.heatmap_figure(trials, SIZE, DATA, metric, f"{title}: final {what} over model and data size", labels=labels),
+        )
+    ]
+    if history is not None and not history.empty and metric in history:
+        history = drawn_history(history, trials, fits)
+        t = f"{title}: {what} over model size and epoch"
+        pictures.append(
+            Picture(
+                "epoch_heatmap",
+                plots.epoch_heatmaps(history, SIZE, DATA, metric, t, group_label="D", labels=labels),
+                interactive.epoch_heatmap_figure(history, SIZE, DATA, metric, t, group_label="D", labels=labels),
+            )
+        )
+    if fits.double_descent:
+        t = f"{title}: {what} vs model size"
+        curves = list(fits.double_descent)
+        pictures.append(Picture("curves", plots.double_descent_curves(curves, t, labels=labels), interactive.double_descent_figure(curves, t, labels=labels)))
+    scaling = _scaling_inputs(trials, fits, labels)
+    if scaling is not None:
+        rows, curves = scaling
+        t = f"{title}: scaling of {what} with model size"
+        pictures.append(
+            Picture(
+                "scaling",
+                plots.scaling_curves(rows, SIZE, metric, "curve", curves, t, labels=labels),
+                interactive.scaling_figure(rows, SIZE, metric, "curve", t, curves, labels=labels),
+            )
+        )
+    iso = _isoflop_inputs(trials, fits)
+    if iso is not None:
+        points, curves, optima = iso
+        t = f"{title}: IsoFLOP profiles"
+        pictures.append(
+            Picture(
+                "isoflop",
+                plots.isoflop_profiles(points, SIZE, metric, "compute_budget", curves, optima, t, labels=labels),
+                interactive.isoflop_figure(points, SIZE, metric, "compute_budget", t, curves, optima, labels=labels),
+            )
+        )
+        allocations = [a for a in fits.allocations() if a.identified]
+        if not optima.empty or allocations:
+            budgets = points["compute_budget"]
+            flops = log_grid(budgets.min(), budgets.max(), 60)
+            lines = [allocation_curves(a, flops, f"{a.approach}: ") for a in allocations]
+            size_curves, data_curves = [n for n, _ in lines], [d for _, d in lines]
+            t = f"{title}: compute-optimal frontier"
+            pictures.append(
+                Picture(
+                    "frontier",
+                    plots.compute_frontier(optima, "compute_budget", SIZE, DATA, size_curves, data_curves, t, data_label=data_label, labels=labels),
+                    interactive.frontier_figure(optima, "compute_budget", SIZE, DATA, t, size_curves, data_curves, data_label, labels=labels),
+                )
+            )
+    return pictures
 
 
 def write_report(
     trials: pd.DataFrame,
-    fits: Sequence,
+    fits,
     out_dir: str | Path,
     title: str,
     history: pd.DataFrame | None = None,
-    compute: ComputeOptimal | None = None,
-    size_col: str = "n_params",
-    data_col: str = "n_samples",
-    metric: str = "test_error",
-    train_metric: str = "train_error",
-    data_unit: str = "samples",
-    metric_units: Mapping[str, str] | None = None,
-    interpolation_tol: float = 0.01,
+    labels: Labels = DEFAULT_LABELS,
     formats: Sequence[str] = ("png",),
 ) -> list[Path]:
-    """Write the pictures (in each of `formats`), report.html and fits.json into out_dir; return their paths.
+    """Write the pictures (in each of `formats`) and report.html into out_dir; return their paths.
 
-    trials: one row per finished trial (orchestrator.results.load_trials); history: one row per
-    trial x epoch (load_history), for the epoch heatmap; fits: PowerLawFit-like results labelled
-    '<data_col>=<value>'; data_unit: what D counts ('samples' or 'tokens'), metric_units: what each
-    metric measures (e.g. {'test_loss': 'bits per byte'}), both for axis labels.
+    trials: one row per finished trial (orchestrator.results.trials_frame); history: one row per
+    trial x epoch, for the epoch heatmap; fits: the sweep's SweepFits, whose results are what is
+    drawn; labels: the workload's units and column names.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if trials.empty or metric not in trials:
-        raise ValueError(f"no finished trials with metric {metric!r} to report on")
-    with plots.metric_units(metric_units):  # the workload's units in every label drawn here
-        data_label = f"data size D (training {data_unit})"
-        train_col = train_metric if train_metric in trials else None
-        markers = markers_by_group(trials, size_col, data_col, metric, train_metric, interpolation_tol) if train_col else {}
-        fit_curves = curves_by_group(fits, data_col)
-        what = plots.label(metric).split(" (")[0]
-        titles = {
-            "heatmap": f"{title}: final {what} over model and data size",
-            "epoch_heatmap": f"{title}: {what} over model size and epoch",
-            "curves": f"{title}: {what} vs model size",
-            "scaling": f"{title}: scaling of {what} with model size",
-            "isoflop": f"{title}: IsoFLOP profiles",
-            "frontier": f"{title}: compute-optimal frontier",
-        }
-
-        static = [
-            ("heatmap", plots.heatmap(trials, size_col, data_col, metric, title=titles["heatmap"], ylabel=data_label)),
-            ("curves", plots.error_vs_size(trials, size_col, metric, data_col, markers, train_col, titles["curves"], group_label="D")),
-            ("scaling", plots.scaling_curves(trials, size_col, metric, data_col, fit_curves, titles["scaling"], group_label="D")),
-        ]
-        figures = [
-            interactive.heatmap_figure(trials, size_col, data_col, metric, titles["heatmap"], ylabel=data_label),
-            interactive.error_vs_size_figure(trials, size_col, metric, data_col, titles["curves"], markers, train_col, group_label="D"),
-            interactive.scaling_figure(trials, size_col, metric, data_col, titles["scaling"], fit_curves, group_label="D"),
-        ]
-        if history is not None and not history.empty and metric in history:
-            static.insert(1, ("epoch_heatmap", plots.epoch_heatmaps(history, size_col, data_col, metric, titles["epoch_heatmap"], group_label="D")))
-            figures.insert(1, interactive.epoch_heatmap_figure(history, size_col, data_col, metric, titles["epoch_heatmap"], group_label="D"))
-        if compute is not None and not compute.trials.empty:
-            c = compute
-            optima = c.optima if c.optima is not None else empirical_optima(c.trials, c.budget_col, size_col, data_col, c.metric)
-            static += [
-                ("isoflop", plots.isoflop_profiles(c.trials, size_col, c.metric, c.budget_col, c.profiles, optima, titles["isoflop"])),
-                ("frontier", plots.compute_frontier(optima, c.budget_col, size_col, data_col, c.n_opt, c.d_opt, titles["frontier"], data_label=data_label)),
-            ]
-            figures += [
-                interactive.isoflop_figure(c.trials, size_col, c.metric, c.budget_col, titles["isoflop"], c.profiles, optima),
-                interactive.frontier_figure(optima, c.budget_col, size_col, data_col, titles["frontier"], c.n_opt, c.d_opt, data_label),
-            ]
-
-        written = [path for stem, fig in static for path in _save(fig, out, stem, formats)]
-        intro = (
-            f"{len(trials)} finished trials; model sizes {si(trials[size_col].min())} to {si(trials[size_col].max())} parameters, "
-            f"data sizes {si(trials[data_col].min())} to {si(trials[data_col].max())} {data_unit}. "
-            f"Dashed vertical lines mark the interpolation threshold (the smallest model whose mean train error is <= {interpolation_tol:g}), "
-            "stars the test-error peak; shaded bands are bootstrap confidence intervals of the fits."
-        )
-        summaries = "\n\n".join(f.summary() for f in fits)
-        written.append(interactive.write_html(figures, out / "report.html", title, intro=intro, appendix=summaries))
-        fits_json = out / "fits.json"
-        fits_json.write_text(json.dumps([f.to_dict() for f in fits], indent=2))
-        written.append(fits_json)
-        return written
+    pictures = report_pictures(trials, fits, title, history, labels)
+    written = []
+    for picture in pictures:
+        for fmt in formats:
+            path = out / f"{picture.stem}.{fmt}"
+            picture.figure.savefig(path, dpi=150)
+            written.append(path)
+    shown = drawn_trials(trials, fits)
+    intro = (
+        f"{len(shown)} finished trials; model sizes {si(shown[SIZE].min())} to {si(shown[SIZE].max())} {labels.n_params_meaning}, "
+        f"data sizes {si(shown[DATA].min())} to {si(shown[DATA].max())} {labels.data_unit}. "
+        f"Dashed vertical lines mark each curve's interpolation threshold (the smallest model whose mean train error is <= {fits.train_tol:g}), "
+        "stars its peak (hollow where the rule does not call it double descent); dashed lines are the identified laws, "
+        "shaded bands their bootstrap confidence intervals. A law the data do not identify is not drawn."
+    )
+    appendix = fits.summary(verbose=False) + "\n\n\n" + fits.summary(verbose=True)
+    written.append(interactive.write_html([p.interactive for p in pictures], out / "report.html", title, intro=intro, appendix=appendix))
+    return written

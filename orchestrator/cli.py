@@ -224,9 +224,10 @@ def report_metric(frame) -> str:
     return next((m for m in ("test_error", "test_loss") if m in frame), "test_error")
 
 
-def print_results(spec: SweepSpec, state: sweep.SweepState) -> None:
+def print_results(spec: SweepSpec, state: sweep.SweepState, counts: bool = True) -> None:
     """Counts per status, then the compact grid (or the best and worst trials) of the final metric."""
-    out.print(counts_table(state.counts, state.pending, f"{spec.name}: trials by status"))
+    if counts:
+        out.print(counts_table(state.counts, state.pending, f"{spec.name}: trials by status"))
     if state.grid_size:
         metric = report_metric(state.trials)
         title = f"{spec.name}: final {metric} (seed mean)"
@@ -286,26 +287,44 @@ def status(spec_path: Path = SpecArg, trials: bool = typer.Option(False, "--tria
         out.print(table)
 
 
+N_PARAMS_CHOICES = ("non_embedding", "with_embeddings")
+EnvelopeOpt = typer.Option(None, "--envelope", help="an axis (lr, batch_size...) whose best value per size the fits use; repeatable (default: the spec's fit.envelope)")
+NParamsOpt = typer.Option(None, "--n-params", help="the parameter count N: non_embedding or with_embeddings (default: the spec's fit.n_params)")
+MetricOpt = typer.Option(None, help="the metric to fit (test_error, test_loss, ...; default: the workload's)")
+
+
+def fit_options(metric: Optional[str], envelope: Optional[list[str]], n_params: Optional[str]) -> dict:
+    """The analysis options `fit`, `report` and `demo` share; a bad one exits 2 before anything is read."""
+    if n_params is not None and n_params not in N_PARAMS_CHOICES:
+        raise fail(f"--n-params: {n_params!r} is not one of {', '.join(N_PARAMS_CHOICES)}", EXIT_BAD_INPUT)
+    return {"metric": metric, "envelope": envelope or None, "n_params": n_params}
+
+
 @app.command()
 def fit(
     spec_path: Path = SpecArg,
     n_boot: int = typer.Option(1000, help="bootstrap resamples for the CIs of the joint and IsoFLOP fits (per-axis laws use at most 200)"),
-    metric: str = typer.Option("test_error", help="the metric to fit (test_error, test_loss, ...)"),
+    metric: Optional[str] = MetricOpt,
     train_tol: float = typer.Option(DEFAULT_TRAIN_TOL, help="train error at or below which a model interpolates (double-descent threshold)"),
     min_rise: float = typer.Option(DEFAULT_MIN_RISE, help="smallest rise of a double-descent peak above both sides, relative to its height"),
     epoch_wise: bool = typer.Option(True, help="also look for epoch-wise double descent in each trial's history"),
+    envelope: Optional[list[str]] = EnvelopeOpt,
+    n_params: Optional[str] = NParamsOpt,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="print every fit's full block instead of the tables"),
 ):
     """Every fit the results support: power laws per axis, joint L(N, D), IsoFLOP, extrapolation, double descent.
 
-    Prints the summaries and logs them as fits/fits.json to the sweep's parent run.
+    Prints one table of fits and one of double-descent curves (--verbose: every block) and logs them as
+    fits/fits.json to the sweep's parent run. A fit the data cannot carry says "not identified" and why.
     """
     spec = load_spec(spec_path)
+    options = fit_options(metric, envelope, n_params)
     sweep_ = Sweep(spec)
     try:
-        fits = sweep_.fit(n_boot=n_boot, metric=metric, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise, log=False)
+        fits = sweep_.fit(n_boot=n_boot, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise, log=False, **options)
     except FitError as e:
         raise fail(str(e), EXIT_TRIALS_FAILED) from None
-    print_fits(fits)  # before storing them: a store that refuses the upload does not cost the user the fits
+    print_fits(fits, verbose)  # before storing them: a store that refuses the upload does not cost the user the fits
     try:
         sweep_.log_fits(fits)
     except ArtifactUploadFailed as e:
@@ -314,13 +333,9 @@ def fit(
         raise typer.Exit(EXIT_TRIALS_FAILED)
 
 
-def print_fits(fits: SweepFits) -> None:
-    for result in fits.results():
-        out.print(result.summary() + "\n", highlight=False, markup=False)
-    for note in fits.notes:
-        out.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-    for reason in fits.skipped:
-        out.print(f"[yellow]not fitted:[/yellow] {reason}", highlight=False)
+def print_fits(fits: SweepFits, verbose: bool = False) -> None:
+    """The tables (one line per fit and per double-descent curve), or with verbose every result's block."""
+    out.print(fits.summary(verbose=verbose), highlight=False, markup=False)
 
 
 @app.command()
@@ -328,18 +343,27 @@ def report(
     spec_path: Path = SpecArg,
     out_dir: Optional[Path] = typer.Option(None, "--out", help="folder for the files (default: reports/<sweep name>)"),
     formats: list[str] = typer.Option(["png"], "--format", help="picture format, repeatable: png, svg, pdf"),
-    n_boot: int = typer.Option(200, help="bootstrap resamples for the fits' CI bands"),
+    n_boot: int = typer.Option(200, help="bootstrap resamples for the fits' CIs and bands"),
+    metric: Optional[str] = MetricOpt,
+    envelope: Optional[list[str]] = EnvelopeOpt,
+    n_params: Optional[str] = NParamsOpt,
 ):
-    """Write the pictures (heatmaps, double descent, scaling, IsoFLOP), an interactive HTML page and fits.json; log them to the sweep's parent run."""
+    """Fit the sweep once and draw it: heatmaps, double descent, scaling, IsoFLOP pictures and an interactive HTML page.
+
+    The files are logged under report/ on the sweep's parent run, the fits they draw as fits/fits.json.
+    """
     spec = load_spec(spec_path)
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad:
         raise fail(f"--format: {bad[0]!r} is not one of png, svg, pdf", EXIT_BAD_INPUT)
+    options = fit_options(metric, envelope, n_params)
     target = out_dir or Path("reports") / spec.name
     check_writable_folder(target, "--out")
     sweep_ = Sweep(spec)
     try:
-        written = sweep_.report(target, n_boot=n_boot, formats=tuple(formats), upload=False)
+        written = sweep_.report(target, n_boot=n_boot, formats=tuple(formats), upload=False, **options)
+    except FitError as e:
+        raise fail(str(e), EXIT_TRIALS_FAILED) from None
     except OSError as error:  # the tracking store's own errors arrive typed; this is the report's files
         raise fail(f"--out {target}: cannot write the report: {error.strerror or error}", EXIT_BAD_INPUT) from None
     for note in sweep_.left_out():
@@ -419,10 +443,14 @@ def demo(
     spec = load_spec(spec_path)
     sweep_ = Sweep(spec)
     outcome = sweep_.run(num_cpus=num_cpus)
-    print_outcome(spec, outcome)
-    print_results(spec, sweep_.status())
-    print_fits(sweep_.fit(n_boot=200))
-    written = sweep_.report(Path("reports") / spec.name)
+    print_outcome(spec, outcome)  # has the counts per status: the demo leaves out their table, to fit one screen
+    print_results(spec, sweep_.status(), counts=False)
+    try:
+        fits = sweep_.fit(n_boot=200)  # computed once: the tables and the pictures show the same fits
+    except FitError as e:
+        raise fail(str(e), EXIT_TRIALS_FAILED) from None
+    print_fits(fits)
+    written = sweep_.report(Path("reports") / spec.name, fits=fits)
     out.print(f"report: {written[0].parent.resolve()}/report.html (also logged to the sweep's MLflow run)")
     out.print(f"MLflow UI: scalesweep ui {spec_path}")
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)

@@ -369,6 +369,17 @@ class Schedule(_Strict):
         return fraction
 
 
+class FitOptions(_Strict):
+    """How `fit` and `report` analyse the sweep; their command-line options override these."""
+
+    envelope: list[str] = Field(
+        default_factory=list, description="axes (e.g. [lr]) whose best setting per size the fits use, instead of pooling every trial"
+    )
+    n_params: Literal["non_embedding", "with_embeddings"] = Field(
+        default="non_embedding", description="which parameter count N the fits use, where the workload reports both"
+    )
+
+
 class SweepSpec(_Strict):
     """One sweep: a workload, the grid of its axes, fixed params and where results go."""
 
@@ -390,6 +401,7 @@ class SweepSpec(_Strict):
     resources_per_trial: Resources = Resources()
     tracking: Tracking = Tracking()
     execution: Execution = Execution()
+    fit: FitOptions = FitOptions()
 
     @field_validator("workload")
     @classmethod
@@ -435,6 +447,9 @@ class SweepSpec(_Strict):
         both = sorted(set(self.axes) & set(self.params))
         if both:
             raise ValueError(f"params: {both} given both as axes and as fixed params; keep each in one place")
+        unknown = [a for a in self.fit.envelope if a not in self.axes]
+        if unknown:
+            raise ValueError(f"fit.envelope: {unknown[0]!r} is not an axis of this sweep (axes: {', '.join(self.axes)})")
         if self.grid_size > MAX_TRIALS:
             raise ValueError(f"axes: the grid has {self.grid_size:,} trials; a sweep holds at most {MAX_TRIALS:,}")
         return self

@@ -22,14 +22,13 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from orchestrator import results
-from orchestrator.fit import FitError, SweepFits, fit_error_vs_size, fit_trials
+from orchestrator.fit import SweepColumns, SweepFits, fit_trials
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
-from orchestrator.fit.isoflop import fit_isoflop
 from orchestrator.grid import Trial, expand_grid, load_workload
 from orchestrator.spec import SpecError, SweepSpec, load_spec
 from orchestrator.driver import Terminated, interruption
@@ -510,20 +509,32 @@ class Sweep:
         self,
         n_boot: int = 1000,
         log: bool = True,
-        metric: str = "test_error",
+        metric: str | None = None,
         train_tol: float = DEFAULT_TRAIN_TOL,
         min_rise: float = DEFAULT_MIN_RISE,
         epoch_wise: bool = True,
+        envelope: Sequence[str] | None = None,
+        n_params: str | None = None,
     ) -> SweepFits:
         """Every applicable fit of the sweep's finished trials; logs them as fits/fits.json to its parent run.
 
         Per-axis power laws, the joint L(N, D), IsoFLOP profiles, held-out extrapolation and double-descent
-        verdicts per curve (see `orchestrator.fit.fit_trials`). Raises FitError when nothing can be fitted.
+        verdicts per curve (see `orchestrator.fit.fit_trials`). metric: default the workload's fit_metric.
+        envelope: axes to take the best setting of per size ('lr'...); n_params: 'non_embedding' or
+        'with_embeddings'; both default to the spec's `fit:` section. Raises SpecError for an option the
+        sweep cannot take (before reading MLflow), FitError when nothing can be fitted.
         """
+        metric = metric or self.workload.fit_metric
+        envelope = tuple(self.spec.fit.envelope if envelope is None else envelope)
+        n_params = n_params or self.spec.fit.n_params
+        check_fit_options(self.spec, self.trials, envelope, n_params)
         runs = self.runs()
         trials = self.results(runs)
         history = self.history(trials, (metric, "train_error")) if epoch_wise and not trials.empty else None
-        fits = fit_trials(trials, history, metric=metric, n_boot=n_boot, train_tol=train_tol, min_rise=min_rise)
+        columns = SweepColumns.of(self.workload, list(self.spec.axes))
+        fits = fit_trials(
+            trials, history, metric=metric, n_boot=n_boot, train_tol=train_tol, min_rise=min_rise, columns=columns, envelope=envelope, n_params=n_params
+        )
         diverged = sorted(schema.trial_keys(runs[schema.trial_statuses(runs) == "diverged"]))
         notes = list(fits.notes)
         if diverged:
@@ -538,36 +549,28 @@ class Sweep:
         self.store.log_json(self.parent_run_id, fits.to_dict(), "fits/fits.json")
 
     def report(
-        self, out_dir: str | Path, n_boot: int = 200, formats: tuple[str, ...] = ("png",), upload: bool = True
+        self,
+        out_dir: str | Path,
+        n_boot: int = 200,
+        formats: tuple[str, ...] = ("png",),
+        fits: SweepFits | None = None,
+        upload: bool = True,
+        **fit_options,
     ) -> list[Path]:
         """Write the report files to out_dir and (with `upload`) log them under 'report/' on the sweep's parent run.
 
-        Reads the finished trials and their per-epoch history from MLflow, fits test error vs model size
-        per data size, and, when the spec has compute budgets, adds the IsoFLOP profiles and frontier.
+        The pictures draw `fits` (computed here with `self.fit(n_boot, **fit_options)`, which logs
+        fits/fits.json, when not given) and the finished trials and their per-epoch history; the
+        report does no analysis of its own.
         """
-        from dashboards import write_report
-        from dashboards.curves import budget_of
+        from dashboards import Labels, write_report
 
+        if fits is None:
+            fits = self.fit(n_boot=n_boot, **fit_options)
         trials = self.results()
-        fits, _ = fit_error_vs_size(trials, n_boot=n_boot)
-        history = self.history(trials, ("train_error", "test_error"))
-        compute = None
-        budgets = self.spec.compute_budgets
-        if budgets and not trials.empty and "train_flops" in trials:
-            budgeted = trials.assign(compute_budget=budget_of(trials["train_flops"], budgets))
-            metric = "test_loss" if "test_loss" in budgeted else "test_error"
-            compute = compute_optimal_view(budgeted, metric, n_boot)
-        written = write_report(
-            trials,
-            fits,
-            out_dir,
-            title=self.spec.name,
-            history=history,
-            compute=compute,
-            data_unit=self.workload.data_unit,
-            metric_units=self.workload.metric_units,
-            formats=formats,
-        )
+        history = self.history(trials, tuple(dict.fromkeys(("train_error", fits.metric))))
+        labels = Labels.of(self.workload, fits)
+        written = write_report(trials, fits, out_dir, title=self.spec.name, history=history, labels=labels, formats=formats)
         if upload:
             self.upload_report(out_dir)
         return written
@@ -577,32 +580,13 @@ class Sweep:
         self.store.log_artifacts(self.parent_run_id, out_dir, "report")
 
 
-def compute_optimal_view(budgeted: pd.DataFrame, metric: str, n_boot: int):
-    """The report's IsoFLOP inputs: trials by budget, plus the fitted parabolas and N_opt/D_opt laws when they fit."""
-    from dashboards import ComputeOptimal
-    from dashboards.curves import curve_from_callable, log_grid
-
-    try:
-        isoflop = fit_isoflop(
-            budgeted["train_flops"], budgeted["n_params"], budgeted["n_samples"], budgeted[metric],
-            n_boot=n_boot, budgets=budgeted["compute_budget"], y_name=metric,
-        )  # fmt: skip
-    except FitError:
-        return ComputeOptimal(budgeted, metric=metric)  # too few sizes per budget: draw the data alone
-    # A profile's budget is its trials' mean FLOPs; the report groups by the spec's budget values.
-    labels = np.array(sorted(budgeted["compute_budget"].unique()), dtype=float)
-    spec_budget = {p.budget: float(labels[np.argmin(np.abs(np.log(labels / p.budget)))]) for p in isoflop.profiles}
-    profiles = {
-        spec_budget[p.budget]: curve_from_callable(p.predict, log_grid(p.N.min(), p.N.max(), 60)) for p in isoflop.profiles
-    }
-    optima = pd.DataFrame(
-        {"compute_budget": [spec_budget[p.budget] for p in isoflop.profiles], "n_params": [p.N_opt for p in isoflop.profiles],
-         "n_samples": [p.D_opt for p in isoflop.profiles], metric: [p.y_opt for p in isoflop.profiles]}
-    )  # fmt: skip
-    flops = log_grid(min(p.budget for p in isoflop.profiles), max(p.budget for p in isoflop.profiles), 60)
-    n_opt = curve_from_callable(lambda c: isoflop.predict(c)[0], flops, label="N_opt fit")
-    d_opt = curve_from_callable(lambda c: isoflop.predict(c)[1], flops, label="D_opt fit")
-    return ComputeOptimal(budgeted, metric=metric, profiles=profiles, optima=optima, n_opt=n_opt, d_opt=d_opt)
+def check_fit_options(spec: SweepSpec, trials: list[Trial], envelope: Sequence[str], n_params: str) -> None:
+    """Fit options this sweep cannot take are bad input, found before MLflow is read."""
+    unknown = [a for a in envelope if a not in spec.axes]
+    if unknown:
+        raise SpecError(f"envelope: {unknown[0]!r} is not an axis of this sweep (axes: {', '.join(spec.axes)})")
+    if n_params == "with_embeddings" and trials and trials[0].size.n_params_with_embeddings is None:
+        raise SpecError(f"n_params: with_embeddings needs a parameter count with embeddings, which workload {spec.workload!r} does not report")
 
 
 # -- the same as functions of a spec ------------------------------------------------------------------
@@ -622,9 +606,10 @@ def sweep_status(spec: SweepSpec) -> SweepState:
 
 
 def fit_sweep(spec: SweepSpec, **options) -> SweepFits:
-    """Sweep(spec).fit(**options): n_boot, log, metric, train_tol, min_rise, epoch_wise."""
+    """Sweep(spec).fit(**options): n_boot, log, metric, train_tol, min_rise, epoch_wise, envelope, n_params."""
     return Sweep(spec).fit(**options)
 
 
 def report_sweep(spec: SweepSpec, out_dir: str | Path, **options) -> list[Path]:
+    """Sweep(spec).report(out_dir, **options): n_boot, formats, fits, and the fit's options."""
     return Sweep(spec).report(out_dir, **options)

@@ -1,36 +1,32 @@
-"""The report: what the plots mark, that every picture is labelled with units and titled with the
-sweep, and that the files land in the folder and on the sweep's parent run."""
+"""The report draws the sweep's fits and nothing else: its thresholds, peaks, lines and bands are the
+SweepFits' own; every picture is labelled with units and titled with the sweep; the files land in
+the folder and on the sweep's parent run; drawing never touches pyplot's global state."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from dashboards import interactive, plots, write_report
-from dashboards.curves import (
-    budget_of,
-    curve_from_fit,
-    curves_by_group,
-    empirical_optima,
-    error_peak,
-    interpolation_threshold,
-    markers_by_group,
-    prediction_band,
-)
+from dashboards import Labels, report_pictures, write_report
+from dashboards.curves import curve_from_fit
+from dashboards.labels import DEFAULT_LABELS
 from orchestrator import load_spec
 from orchestrator.cli import app
-from orchestrator.fit import fit_error_vs_size, fit_power_law
+from orchestrator.fit import SweepColumns, fit_power_law, fit_trials
 from orchestrator.sweep import Sweep
 from tests import synthetic_sweeps as synth
+from tests.conftest import REPO
 
 SWEEP = "synthetic-sweep"
+NOISY = SweepColumns(noise=("label_noise",), paired_seeds=True)
 
 
 @pytest.fixture(scope="module")
@@ -40,29 +36,159 @@ def trials():
 
 @pytest.fixture(scope="module")
 def fits(trials):
-    fitted, skipped = fit_error_vs_size(trials, n_boot=40)
-    assert not skipped
-    return fitted
+    return fit_trials(trials, synth.double_descent_history(), n_boot=20)
 
 
 @pytest.fixture(scope="module")
-def compute():
-    return synth.compute_optimal_inputs()
+def iso_trials():
+    return synth.tiny_lm_isoflop_shape()
 
 
-def test_interpolation_threshold_and_peak_are_where_the_data_puts_them(trials):
-    marks = markers_by_group(trials, "n_params", "n_samples")
-    for d in synth.DATA_SIZES:
-        threshold = synth.THRESHOLD_PER_SAMPLE * d
-        assert marks[d].threshold == threshold
-        assert marks[d].peak[0] == threshold
-        rows = trials[(trials["n_samples"] == d) & (trials["n_params"] == threshold)]
-        assert marks[d].peak[1] == pytest.approx(rows["test_error"].mean())
-    # A curve that only falls has no peak; a train error that never reaches the tolerance, no threshold.
-    falling = trials.assign(test_error=1.0 / trials["n_params"])
-    assert error_peak(falling, "n_params") is None
-    assert interpolation_threshold(trials.assign(train_error=0.2), "n_params") is None
-    assert interpolation_threshold(trials, "n_params", tol=1.0) == min(synth.SIZES)
+@pytest.fixture(scope="module")
+def iso_fits(iso_trials):
+    return fit_trials(iso_trials, metric="test_loss", n_boot=30)
+
+
+def stars(ax) -> list[tuple[float, float, bool]]:
+    """(x, y, filled) of every one-point star marker on a matplotlib axes."""
+    return [
+        (float(line.get_xdata()[0]), float(line.get_ydata()[0]), not (isinstance(line.get_markerfacecolor(), str) and line.get_markerfacecolor() == "none"))
+        for line in ax.lines
+        if line.get_marker() == "*" and len(line.get_xdata()) == 1
+    ]
+
+
+def test_report_and_fit_agree_on_threshold_and_peak_for_every_curve_with_two_noise_levels():
+    trials = synth.two_noise_trials()
+    fits = fit_trials(trials, n_boot=0, columns=NOISY)
+    curves = fits.double_descent
+    assert len(curves) == 4 and {dict(r.group)["label_noise"] for r in curves} == {0.0, 0.2}
+    assert {dict(r.group)["label_noise"]: r.double_descent for r in curves if dict(r.group)["n_samples"] == 1000} == {0.0: False, 0.2: True}
+    assert all(r.p_value is not None and r.test == "paired by seed" for r in curves if r.peak_x is not None)
+    [picture] = [p for p in report_pictures(trials, fits, SWEEP) if p.stem == "curves"]
+
+    ax = picture.figure.axes[0]
+    thresholds = sorted(float(line.get_xdata()[0]) for line in ax.lines if line.get_linestyle() == "--")
+    assert thresholds == sorted(r.threshold_x for r in curves if r.threshold_x is not None)
+    assert sorted(stars(ax)) == sorted((r.peak_x, r.peak_height, r.double_descent) for r in curves if r.peak_x is not None)
+
+    traces = {trace.name: trace for trace in picture.interactive.data}
+    for result in curves:
+        name = DEFAULT_LABELS.group(result.group)
+        if result.threshold_x is not None:
+            [line] = [t for n, t in traces.items() if n.startswith(f"interpolation threshold, {name}:")]
+            assert list(line.x) == [result.threshold_x] * 2
+        if result.peak_x is not None:
+            [star] = [t for n, t in traces.items() if n.startswith(f"peak, {name} (")]
+            assert (star.x[0], star.y[0]) == (result.peak_x, result.peak_height)
+            assert star.marker.symbol == ("star" if result.double_descent else "star-open")
+
+
+def test_only_identified_laws_are_drawn(trials, fits):
+    scaling = next(p for p in report_pictures(trials, fits, SWEEP) if p.stem == "scaling")
+    identified = [f for f in fits.power_laws if f.x_name == "n_params" and f.identified]
+    dashed = [line for line in scaling.figure.axes[0].lines if line.get_linestyle() == "--" and len(line.get_xdata()) > 2]
+    assert len(dashed) == len(identified)  # the bumpy double-descent curves are no power law: none drawn
+    # A sweep whose laws are identified draws each one with its band.
+    clean = synth.law_trials(synth.chinchilla_loss, d_sizes=synth.GRID_D[:2], noise=0.01)
+    clean_fits = fit_trials(clean, metric="test_loss", n_boot=30)
+    assert all(f.identified for f in clean_fits.power_laws if f.x_name == "n_params")
+    picture = next(p for p in report_pictures(clean, clean_fits, SWEEP) if p.stem == "scaling")
+    ax = picture.figure.axes[0]
+    assert len([line for line in ax.lines if line.get_linestyle() == "--" and len(line.get_xdata()) > 2]) == 2
+    assert len(ax.collections) >= 2 + 2  # the trials' dots and one shaded band per law
+
+
+def test_isoflop_pictures_are_the_fits_profiles_optima_and_allocations(iso_trials, iso_fits):
+    pictures = {p.stem: p for p in report_pictures(iso_trials, iso_fits, SWEEP)}
+    assert {"isoflop", "frontier"} <= set(pictures)
+    ax = pictures["isoflop"].figure.axes[0]
+    [optima] = [line for line in ax.lines if line.get_marker() == "*"]
+    vertices = sorted((p.N_opt, p.y_opt) for p in iso_fits.isoflop.profiles if p.identified)
+    assert np.allclose(sorted(zip(optima.get_xdata(), optima.get_ydata())), vertices)
+    frontier = pictures["frontier"].figure.axes[0]
+    labels = [line.get_label() for line in frontier.lines]
+    assert any(label.startswith("approach 3 (joint fit): N_opt ∝ C^0.45") for label in labels)
+    assert any(label.startswith("approach 2 (IsoFLOP): N_opt ∝ C^0.45") for label in labels)
+    # Off the grid, the profiles say so and draw no optimum and no frontier line.
+    past = synth.tiny_lm_isoflop_shape(offset=1.0)
+    past_fits = fit_trials(past, metric="test_loss", n_boot=20)
+    drawn = {p.stem: p for p in report_pictures(past, past_fits, SWEEP)}
+    assert not [line for line in drawn["isoflop"].figure.axes[0].lines if line.get_marker() == "*"]
+    frontier_labels = [line.get_label() for line in drawn["frontier"].figure.axes[0].lines]
+    assert not any("approach 2" in label for label in frontier_labels)
+
+
+UNITS = re.compile(r"\((parameters|training samples|FLOPs|fraction misclassified|nats|passes over the training set)\)")
+
+
+def test_every_picture_has_units_log_scales_and_the_sweep_in_its_title(trials, fits, iso_trials, iso_fits):
+    pictures = report_pictures(trials, fits, SWEEP, synth.double_descent_history())
+    pictures += [p for p in report_pictures(iso_trials, iso_fits, SWEEP) if p.stem in ("isoflop", "frontier")]
+    assert [p.stem for p in pictures] == ["heatmap", "epoch_heatmap", "curves", "scaling", "isoflop", "frontier"]
+    for picture in pictures:
+        fig = picture.figure
+        titles = [fig._suptitle.get_text()] if fig._suptitle else []
+        titles += [ax.get_title(loc) for ax in fig.axes for loc in ("left", "center")]
+        assert any(SWEEP in t for t in titles), picture.stem
+        panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        for ax in panels:
+            assert UNITS.search(ax.get_xlabel()), (picture.stem, ax.get_xlabel())
+            assert UNITS.search(ax.get_ylabel()) or ax.get_ylabel() == "", (picture.stem, ax.get_ylabel())
+            assert ax.get_xscale() == "log", picture.stem
+        assert UNITS.search(panels[0].get_ylabel()), picture.stem
+        assert SWEEP in picture.interactive.layout.title.text
+    for picture in pictures[2:4]:
+        layout = picture.interactive.layout
+        assert UNITS.search(layout.xaxis.title.text) and UNITS.search(layout.yaxis.title.text) and layout.xaxis.type == "log"
+
+
+def nonblank(path) -> bool:
+    """More than 3% of the pixels drawn on (not white), in more than a few colours."""
+    image = Image.open(path).convert("RGB")
+    drawn = (np.asarray(image.convert("L")) < 250).mean()
+    return drawn > 0.03 and len(image.getcolors(maxcolors=1 << 20)) > 16
+
+
+def test_write_report_writes_the_pictures_and_one_offline_page(tmp_path, trials, fits):
+    written = write_report(trials, fits, tmp_path, SWEEP, history=synth.double_descent_history(), labels=Labels(data_unit="tokens"))
+    stems = ("heatmap", "epoch_heatmap", "curves", "scaling")
+    assert {p.name for p in written} == {f"{s}.png" for s in stems} | {"report.html"}  # the fits are logged by the fit, once
+    for stem in stems:
+        assert nonblank(tmp_path / f"{stem}.png"), stem
+    page = (tmp_path / "report.html").read_text()
+    assert not re.search(r"<script[^>]*\bsrc=", page)  # plotly.js is inlined: the page opens offline
+    assert len(re.findall(r"plotly\.js v\d", page)) == 1  # and only once
+    assert page.count('class="plot"') == len(stems)
+    assert "training tokens" in page and "double-descent curves of test_error" in page and "not identified" in page
+
+
+def test_labels_are_the_workloads_and_not_global(tmp_path, iso_trials, iso_fits):
+    from workloads.tiny_lm import TinyLM
+
+    labels = Labels.of(TinyLM)
+    assert labels("test_loss") == "test loss (bits per byte)" and labels("n_params") == "model size N (non-embedding parameters)"
+    assert Labels.of(TinyLM, iso_fits)("n_params") == "model size N (parameters)"  # as the fits counted N
+    write_report(iso_trials, iso_fits, tmp_path, SWEEP, formats=(), labels=labels)
+    page = (tmp_path / "report.html").read_text()
+    assert "test loss (bits per byte)" in page and "(nats)" not in page
+    assert DEFAULT_LABELS("test_loss") == "test loss (nats)"  # nothing changed for the next report
+    from workloads.mnist1d_mlp import MNIST1DMLP
+
+    assert Labels.of(MNIST1DMLP)("width") == "hidden width (units)"
+
+
+def test_drawing_a_report_never_imports_pyplot_or_sets_a_backend(tmp_path):
+    script = (
+        "import sys, matplotlib; before = matplotlib.rcParams._get_backend_or_none();"
+        "from tests import synthetic_sweeps as synth; from orchestrator.fit import fit_trials; from dashboards import write_report;"
+        f"t = synth.double_descent_trials(); write_report(t, fit_trials(t, n_boot=0), {str(tmp_path)!r}, 'x');"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported';"
+        "assert matplotlib.rcParams._get_backend_or_none() == before, 'backend changed'; print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    assert (tmp_path / "curves.png").exists()
 
 
 def test_prediction_band_brackets_the_fit_and_holds_the_true_law():
@@ -76,153 +202,36 @@ def test_prediction_band_brackets_the_fit_and_holds_the_true_law():
     inside = (curve.lo <= truth(curve.x)) & (truth(curve.x) <= curve.hi)
     assert inside.mean() > 0.8
     assert curve.label.startswith("fit: α = ")
-    assert list(curves_by_group([fit], "n_samples")) == [1000.0]
-    assert prediction_band(fit_power_law(n, truth(n), n_boot=0), n) is None
+    assert fit_power_law(n, truth(n), n_boot=0).predict_ci(n) is None
 
 
-def test_budget_of_and_empirical_optima():
-    assert list(budget_of([1.1e15, 0.9e16, 3e17, 2e18], synth.BUDGETS)) == [1e15, 1e16, 1e17, 1e18]
-    iso = synth.isoflop_trials()
-    optima = empirical_optima(iso, "compute_budget", "n_params", "n_samples", "test_loss")
-    assert list(optima["compute_budget"]) == synth.BUDGETS
-    for _, row in optima.iterrows():
-        at_budget = iso[iso["compute_budget"] == row["compute_budget"]]
-        assert row["test_loss"] == at_budget["test_loss"].min()
-    # Larger budgets buy larger compute-optimal models.
-    assert optima["n_params"].is_monotonic_increasing
-
-
-def matplotlib_figures(trials, fits, compute):
-    history = synth.double_descent_history()
-    marks = markers_by_group(trials, "n_params", "n_samples")
-    curves = curves_by_group(fits, "n_samples")
-    optima = empirical_optima(compute.trials, "compute_budget", "n_params", "n_samples", "test_loss")
-    return {
-        "heatmap": plots.heatmap(trials, "n_params", "n_samples", "test_error", title=f"{SWEEP}: heatmap"),
-        "epoch": plots.epoch_heatmaps(history, "n_params", "n_samples", "test_error", title=f"{SWEEP}: epochs"),
-        "curves": plots.error_vs_size(trials, "n_params", "test_error", "n_samples", marks, title=f"{SWEEP}: curves"),
-        "scaling": plots.scaling_curves(trials, "n_params", "test_error", "n_samples", curves, title=f"{SWEEP}: scaling"),
-        "isoflop": plots.isoflop_profiles(compute.trials, "n_params", "test_loss", "compute_budget", compute.profiles, optima, f"{SWEEP}: iso"),
-        "frontier": plots.compute_frontier(optima, "compute_budget", "n_params", "n_samples", compute.n_opt, compute.d_opt, f"{SWEEP}: frontier"),
-    }
-
-
-UNITS = re.compile(r"\((parameters|training samples|FLOPs|fraction misclassified|nats|passes over the training set)\)")
-
-
-def test_every_picture_has_units_log_scales_and_the_sweep_in_its_title(trials, fits, compute):
-    figures = matplotlib_figures(trials, fits, compute)
-    try:
-        for name, fig in figures.items():
-            titles = [fig._suptitle.get_text()] if fig._suptitle else []
-            titles += [ax.get_title(loc) for ax in fig.axes for loc in ("left", "center")]
-            assert any(SWEEP in t for t in titles), name
-            panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
-            for ax in panels:
-                assert UNITS.search(ax.get_xlabel()), (name, ax.get_xlabel())
-                assert UNITS.search(ax.get_ylabel()) or ax.get_ylabel() == "", (name, ax.get_ylabel())
-                assert ax.get_xscale() == "log", name  # model size and compute span decades
-            assert UNITS.search(panels[0].get_ylabel()), name
-        for name in ("scaling", "frontier"):  # power laws: straight lines on log-log axes
-            assert all(ax.get_yscale() == "log" for ax in figures[name].axes), name
-        # The marks are drawn: one threshold line and one peak star per data size.
-        ax = figures["curves"].axes[0]
-        assert sorted(line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--") == [2000, 8000]
-        assert len([line for line in ax.lines if line.get_marker() == "*" and len(line.get_xdata()) == 1]) == 2
-        # The bands are drawn: one shaded band per fitted data size.
-        assert len(figures["scaling"].axes[0].collections) >= 2 + len(synth.DATA_SIZES)
-    finally:
-        for fig in figures.values():
-            plt.close(fig)
-
-    plotly_figures = [
-        interactive.heatmap_figure(trials, "n_params", "n_samples", "test_error", f"{SWEEP}: heatmap"),
-        interactive.error_vs_size_figure(trials, "n_params", "test_error", "n_samples", f"{SWEEP}: curves", markers_by_group(trials, "n_params", "n_samples")),
-        interactive.scaling_figure(trials, "n_params", "test_error", "n_samples", f"{SWEEP}: scaling", curves_by_group(fits, "n_samples")),
-        interactive.isoflop_figure(compute.trials, "n_params", "test_loss", "compute_budget", f"{SWEEP}: iso", compute.profiles),
-    ]
-    for fig in plotly_figures:
-        assert SWEEP in fig.layout.title.text
-        assert UNITS.search(fig.layout.xaxis.title.text) and UNITS.search(fig.layout.yaxis.title.text)
-    assert [fig.layout.xaxis.type for fig in plotly_figures[1:]] == ["log"] * 3
-    assert plotly_figures[2].layout.yaxis.type == "log"
-
-
-def nonblank(path) -> bool:
-    """More than 3% of the pixels drawn on (not white), in more than a few colours."""
-    image = Image.open(path).convert("RGB")
-    drawn = (np.asarray(image.convert("L")) < 250).mean()
-    return drawn > 0.03 and len(image.getcolors(maxcolors=1 << 20)) > 16
-
-
-def test_write_report_writes_every_picture_one_offline_page_and_the_fits(tmp_path, trials, fits, compute):
-    written = write_report(trials, fits, tmp_path, SWEEP, history=synth.double_descent_history(), compute=compute, data_unit="tokens")
-    stems = ("heatmap", "epoch_heatmap", "curves", "scaling", "isoflop", "frontier")
-    assert {p.name for p in written} == {f"{s}.png" for s in stems} | {"report.html", "fits.json"}
-    for stem in stems:
-        assert nonblank(tmp_path / f"{stem}.png"), stem
-    page = (tmp_path / "report.html").read_text()
-    assert not re.search(r"<script[^>]*\bsrc=", page)  # plotly.js is inlined: the page opens offline
-    assert len(re.findall(r"plotly\.js v\d", page)) == 1  # and only once
-    assert page.count('class="plot"') == len(stems)
-    assert "training tokens" in page and "E + A * n_params^-alpha" in page
-    saved = json.loads((tmp_path / "fits.json").read_text())
-    assert [f["label"] for f in saved] == [f.label for f in fits]
-    assert saved[0]["params"]["alpha"] == pytest.approx(fits[0].params["alpha"])
-
-
-def test_report_labels_metrics_in_the_workloads_units(tmp_path, trials, compute):
-    from workloads.tiny_lm import TinyLM
-
-    write_report(trials, [], tmp_path, SWEEP, compute=compute, formats=(), metric_units=TinyLM.metric_units)
-    page = (tmp_path / "report.html").read_text()
-    assert "test loss (bits per byte)" in page and "fraction of bytes mispredicted" in page
-    assert "(nats)" not in page and "fraction misclassified" not in page
-    assert plots.label("test_loss") == "test loss (nats)"  # the defaults are back for the next report
-
-
-def test_report_without_history_or_budgets_draws_the_rest(tmp_path, trials):
-    written = write_report(trials, [], tmp_path, SWEEP, formats=("svg",))
-    assert {p.name for p in written} == {"heatmap.svg", "curves.svg", "scaling.svg", "report.html", "fits.json"}
-    assert all(p.read_text().lstrip().startswith("<?xml") for p in written if p.suffix == ".svg")
-    with pytest.raises(ValueError, match="test_loss"):
-        write_report(trials, [], tmp_path, SWEEP, metric="test_loss")
-
-
-def test_report_command_writes_the_folder_and_logs_it_to_the_parent_run(ray_local, write_spec, toy_spec, tmp_path):
+def test_report_command_draws_the_logged_fits_and_logs_the_folder(ray_local, write_spec, toy_spec, tmp_path):
     body = {**toy_spec, "name": "toy-report", "axes": {"n": [10, 100, 1000, 10000], "d": [100, 1000]}}
     spec_path = write_spec(body)
     runner = CliRunner()
     assert runner.invoke(app, ["run", str(spec_path), "--no-progress"]).exit_code == 0
     out = tmp_path / "report"
-    result = runner.invoke(app, ["report", str(spec_path), "--out", str(out), "--n-boot", "30"])
+    result = runner.invoke(app, ["report", str(spec_path), "--out", str(out), "--n-boot", "30", "--metric", "test_loss"])
     assert result.exit_code == 0, result.output
-    names = {"heatmap.png", "epoch_heatmap.png", "curves.png", "scaling.png", "report.html", "fits.json"}
+    names = {"heatmap.png", "epoch_heatmap.png", "curves.png", "scaling.png", "report.html"}
     assert {p.name for p in out.iterdir()} == names
     assert all(nonblank(out / n) for n in names if n.endswith(".png"))
     spec = load_spec(spec_path)
     store = Sweep(spec).store
     parent = store.find_sweep(spec.name)
     assert set(store.list_artifacts(parent, "report")) == {f"report/{n}" for n in names}
-    # The toy follows L = E + A N^-alpha + B D^-beta exactly: the fitted exponent is its alpha.
-    fitted = json.loads((out / "fits.json").read_text())
-    assert [f["label"] for f in fitted] == ["n_samples=100", "n_samples=1000"]
-    assert all(f["params"]["alpha"] == pytest.approx(0.5, rel=0.05) for f in fitted)
+    # One schema, on the run: the fits the pictures were drawn from. The toy follows
+    # L = E + A N^-alpha + B D^-beta exactly: the fitted exponent is its alpha.
+    logged = json.loads(open(store.client.download_artifacts(parent, "fits/fits.json", str(tmp_path))).read())
+    laws = [f for f in logged["power_laws"] if f["x_name"] == "n_params"]
+    assert [f["label"] for f in laws] == ["n_samples=100", "n_samples=1000"]
+    assert all(f["identified"] and f["params"]["alpha"] == pytest.approx(0.5, rel=0.05) for f in laws)
+    assert "identified" in (out / "report.html").read_text()
     bad = runner.invoke(app, ["report", str(spec_path), "--format", "gif"])
     assert bad.exit_code == 2 and "gif" in bad.output
 
 
-def test_isoflop_view_keys_fitted_profiles_by_the_specs_budgets():
-    from orchestrator.sweep import compute_optimal_view
-
-    rows = []
-    for budget in (1e10, 1e11, 1e12):
-        for n in np.geomspace(1e3, 1e6, 7):
-            d = float(int(budget / (6 * n)))  # D is floored to whole tokens, so FLOPs sit just under the budget
-            loss = 1.69 + 406.4 / n**0.34 + 410.7 / d**0.28
-            rows.append({"train_flops": 6 * n * d, "n_params": n, "n_samples": d, "test_loss": loss, "compute_budget": budget})
-    view = compute_optimal_view(pd.DataFrame(rows), "test_loss", n_boot=20)
-    assert sorted(view.profiles) == [1e10, 1e11, 1e12]
-    assert list(view.optima["compute_budget"]) == [1e10, 1e11, 1e12]
-    assert view.optima["n_params"].is_monotonic_increasing  # bigger budgets want bigger models
-    assert view.n_opt is not None and view.d_opt is not None
+def test_a_report_of_a_sweep_without_finished_trials_is_refused(trials):
+    empty = pd.DataFrame(columns=trials.columns)
+    with pytest.raises(ValueError, match="no finished trials"):
+        report_pictures(empty, fit_trials(trials, n_boot=0), SWEEP)

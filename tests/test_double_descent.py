@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.fit import FitError, detect_double_descent, double_descent_curves, fit_trials
-from orchestrator.fit.double_descent import RULE
+from orchestrator.fit.double_descent import RULE, stated_rule
 
 WIDTHS = np.array([100, 200, 400, 800, 1600, 3200, 6400])
 # Test error falls, peaks at 800 where train error first reaches 0, falls again (classic model-wise shape).
@@ -38,7 +38,9 @@ def test_classic_curve_is_double_descent_with_peak_at_the_threshold():
     assert lo < result.peak_height < hi
     assert result.predict(800) == pytest.approx(result.peak_height)
     payload = json.loads(json.dumps(result.to_dict()))
-    assert payload["double_descent"] is True and payload["rule"] == RULE
+    assert payload["double_descent"] is True and payload["rule"] == stated_rule("Welch", 0.05)
+    assert payload["rule"].startswith(RULE) and "one-sided t-test" in payload["rule"]
+    assert result.test == "Welch" and result.p_value < 0.01 and payload["p_value"] == result.p_value
     assert "YES" in result.summary() and "threshold n_params=800" in result.summary()
 
 
@@ -111,3 +113,49 @@ def test_sample_wise_threshold_is_the_largest_data_size_that_is_still_fitted():
     )
     result = detect_double_descent(frame, x="n_samples", threshold="last")
     assert result.threshold_x == 200 and result.peak_x == 200 and result.double_descent
+
+
+def seed_offset_frame(seeds: int, peak: float, offset_std: float = 0.05) -> pd.DataFrame:
+    """A curve whose seeds each carry one offset at every width (as seeds that share noisy labels do),
+    plus a little independent noise; the peak at 800 rises `peak` above the left minimum."""
+    rng = np.random.default_rng(1)
+    offsets = offset_std * rng.normal(size=seeds)
+    shape = np.array([0.40, 0.35, 0.36, 0.35 + peak, 0.33, 0.30, 0.28])
+    rows = []
+    for seed, offset in enumerate(offsets):
+        for n, test, train in zip(WIDTHS, shape, TRAIN_MEAN):
+            rows.append({"n_params": n, "seed": seed, "test_error": test + offset + 0.002 * rng.normal(), "train_error": train})
+    return pd.DataFrame(rows)
+
+
+def test_pairing_by_seed_removes_the_seeds_shared_luck():
+    frame = seed_offset_frame(seeds=5, peak=0.03)
+    paired = detect_double_descent(frame, paired=True, min_rise=0.01)
+    welch = detect_double_descent(frame, paired=False, min_rise=0.01)
+    assert paired.peak_x == welch.peak_x == 800
+    # Seed offsets (std 0.05) swamp a 0.03 rise between seeds, but cancel within a seed.
+    assert paired.test == "paired by seed" and paired.p_value < 0.001
+    assert welch.test == "Welch" and welch.p_value > 0.05
+    assert paired.p_value == max(paired.p_left, paired.p_right)
+    assert "paired by seed" in paired.rule and "Welch" in welch.rule
+    assert not welch.double_descent  # the test is part of the verdict
+    # With small seed offsets the rise rule holds too, and the paired verdict is double descent.
+    assert detect_double_descent(seed_offset_frame(seeds=5, peak=0.03, offset_std=0.003), paired=True, min_rise=0.01).double_descent
+
+
+def test_fewer_than_three_seeds_give_no_p_value_and_the_rise_rule_alone():
+    result = detect_double_descent(curve_frame(seeds=2))
+    assert result.p_value is None and result.test is None and result.double_descent
+    assert result.rule == RULE
+    assert "seed-level test" not in result.summary()
+
+
+def test_a_peak_carried_by_one_seed_passes_the_rise_rule_but_not_the_test():
+    frame = curve_frame(jitter=0.0)
+    frame.loc[frame["n_params"] == 800, "test_error"] = [0.36, 0.37, 0.50]  # every seed above 0.35, mean 0.41
+    result = detect_double_descent(frame, paired=True)
+    assert result.peak_x == 800 and result.rise_left == pytest.approx(0.06)
+    # Paired differences from the left minimum (0.35 for every seed): 0.01, 0.02, 0.15; t = 1.33 on 2 df.
+    assert result.p_left == pytest.approx(0.157, abs=0.01) and result.p_value == result.p_left
+    assert not result.double_descent
+    assert detect_double_descent(frame, paired=True, alpha=0.2).double_descent  # the rise rule alone holds

@@ -38,6 +38,21 @@ def test_every_parameter_lies_in_its_ci_and_near_the_truth(fits):
     assert clean.params["E"] == pytest.approx(TRUTH["E"], rel=0.03)
 
 
+def test_no_guard_fires_on_hoffmanns_law_with_one_percent_noise(fits):
+    fit = fits[0.01]
+    assert fit.identified and fit.identification.problems == () and fit.identification.caveats == ()
+    assert fit.allocation.identified and fit.allocation.identification.caveats == ()
+    a_true = TRUTH["beta"] / (TRUTH["alpha"] + TRUTH["beta"])
+    assert fit.allocation.ci["a"][0] <= a_true <= fit.allocation.ci["a"][1]
+    g = fit.goodness  # 1% noise: every error is about 0.01
+    assert 0.007 < g.rmse < 0.013 and g.rmse <= g.loo_rmse < 0.015 and g.largest_out_rmse < 0.02
+    assert g.largest_out.startswith("N = 1.6e+10, 9 points")
+    payload = json.loads(json.dumps(fit.to_dict()))
+    assert payload["identified"] is True and payload["status"] == "identified" and payload["caveats"] == []
+    assert payload["goodness"]["loo_rmse"] == pytest.approx(g.loo_rmse)
+    assert "leave-one-out" in fit.summary() and "caveat" not in fit.summary()
+
+
 def test_cis_shrink_when_the_noise_does(fits):
     noisy, clean = fits[0.01], fits[0.0025]
     for name in TRUTH:

@@ -352,7 +352,7 @@ FAKE_SERVERS = [
 def test_tracking_server_that_is_not_mlflow(answer, named, command, tmp_path, fake_http_server, launches):
     server = fake_http_server(**answer)
     uri = server.url.replace("http://", f"http://bob:{SECRET}@")
-    refused_store(tmp_path, uri, launches, 3, f"MLflow tracking server http://bob:***@127.0.0.1:", named, command=command)
+    refused_store(tmp_path, uri, launches, 3, "MLflow tracking server http://bob:***@127.0.0.1:", named, command=command)
     assert {request.split()[0] for request in server.requests} == {"GET"}  # asked, never wrote
 
 

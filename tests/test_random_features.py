@@ -92,7 +92,7 @@ def test_random_features_sweep_through_ray_and_mlflow_into_fit(ray_local, write_
     assert result.exit_code == 0, result.output
     assert "18 submitted (18 finished)" in result.output
 
-    result = runner.invoke(app, ["fit", str(spec_path), "--n-boot", "50", "--train-tol", "1e-8"])
+    result = runner.invoke(app, ["fit", str(spec_path), "--n-boot", "50", "--train-tol", "1e-8", "--verbose"])
     assert result.exit_code == 0, result.output
     assert "double descent of test_error vs n_params" in result.output and ": YES" in result.output
     assert "peak n_params=100" in result.output

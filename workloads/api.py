@@ -169,6 +169,17 @@ class Workload(ABC):
     data_unit: what D counts ('samples' or 'tokens'), for axis labels.
     metric_units: what the reported metrics measure, where not the default (losses in nats, errors
     as the fraction misclassified), e.g. {'test_loss': 'bits per byte'}; for axis labels.
+
+    What the result columns mean, so fits and reports need no knowledge of any one workload:
+    n_params_meaning: what N (the `n_params` column) counts, e.g. 'non-embedding parameters'; a
+    workload that also reports `n_params_with_embeddings` lets a fit switch convention.
+    noise_columns: config fields that set label noise; each value is a curve (and a law) of its own.
+    budget_columns: config fields that name a trial's compute budget (FLOPs), for a workload that
+    designs IsoFLOP profiles itself (a spec's compute_budgets always tag trials `compute_budget`).
+    axis_labels: axis label per config field, e.g. {'width': 'hidden width (units)'}.
+    paired_seeds: True when trials of one seed that differ only in model size train on the same data
+    and noisy labels, so seed-level comparisons across model sizes can be paired.
+    fit_metric: the metric `fit` and `report` analyse unless told otherwise.
     """
 
     Config: ClassVar[type[BaseModel]]
@@ -176,6 +187,12 @@ class Workload(ABC):
     data_size_param: ClassVar[str]
     data_unit: ClassVar[str] = "samples"
     metric_units: ClassVar[dict[str, str]] = {}
+    n_params_meaning: ClassVar[str] = "parameters"
+    noise_columns: ClassVar[tuple[str, ...]] = ()
+    budget_columns: ClassVar[tuple[str, ...]] = ()
+    axis_labels: ClassVar[dict[str, str]] = {}
+    paired_seeds: ClassVar[bool] = False
+    fit_metric: ClassVar[str] = "test_error"
 
     def validate_config(self, config: dict[str, Any]) -> BaseModel:
         return self.Config.model_validate(config)

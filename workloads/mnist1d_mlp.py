@@ -201,6 +201,9 @@ class MNIST1DMLP(Workload):
     Config = MLPConfig
     model_size_param = "width"
     data_size_param = "n_train"
+    noise_columns = ("label_noise",)
+    axis_labels = {"width": "hidden width (units)", "n_train": "training samples"}
+    paired_seeds = True  # a seed fixes the noisy labels whatever the width
 
     def size(self, config: MLPConfig) -> TrialSize:
         n_params = mlp_param_count(config.width, config.depth)

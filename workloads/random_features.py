@@ -90,6 +90,7 @@ class RandomFeatures(Workload):
     Config = RandomFeaturesConfig
     model_size_param = "n_features"
     data_size_param = "n_train"
+    noise_columns = ("noise_std",)
     metric_units = dict.fromkeys(("test_loss", "train_loss", "test_error", "train_error"), "mean squared error")
 
     def size(self, config: RandomFeaturesConfig) -> TrialSize:

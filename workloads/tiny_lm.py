@@ -545,6 +545,8 @@ class TinyLM(Workload):
     model_size_param = "d_model"
     data_size_param = "n_tokens"
     data_unit = "tokens"
+    n_params_meaning = "non-embedding parameters"
+    fit_metric = "test_loss"
     metric_units = {
         "test_loss": "bits per byte",
         "train_loss": "bits per byte",

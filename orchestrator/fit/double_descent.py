@@ -11,13 +11,21 @@ Verdict rule (`double_descent`): there is an interior peak whose rise is at leas
 the peak's value, and every seed at the peak lies above the lowest mean on both sides. The seed
 check is used rather than a CI of the mean because at the threshold itself the error is
 heavy-tailed (one seed can be 100x another), which makes a t-interval useless there.
+
+With 3 or more seeds the peak must also beat each side's lowest point in a one-sided t-test (of
+ln y, as errors are heavy-tailed at the threshold) at level `alpha`: paired by seed where seeds share their data and noisy labels along the curve (the
+same seed at two model sizes saw the same labels, so their difference cancels the labels' luck),
+Welch's unequal-variance test otherwise. The p-value is the larger of the two sides' (the peak
+must beat both).
 The same detector serves the model-wise view (x = parameters), the epoch-wise view (x = epoch) and
 the sample-wise view (x = training samples, where a peak means more data hurt).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -28,12 +36,23 @@ from orchestrator.fit.power_law import FitError
 
 DEFAULT_TRAIN_TOL = 0.01
 DEFAULT_MIN_RISE = 0.02
+DEFAULT_ALPHA = 0.05
 MIN_CURVE_POINTS = 3
+MIN_TEST_SEEDS = 3
 
 RULE = (
     "double descent when an interior local maximum of the seed-mean test error rises above the lowest point "
     "on each side by at least min_rise x its value, and every seed at the peak lies above the lowest mean on both sides"
 )
+TEST_RULE = (
+    "; with 3+ seeds also a one-sided t-test of ln(test error) at the peak against each side's lowest point ({test}) "
+    "with p < {alpha:g} on both sides"
+)
+
+
+def stated_rule(test: str | None, alpha: float) -> str:
+    """The verdict rule as applied to one curve (with the seed-level test when it ran)."""
+    return RULE + (TEST_RULE.format(test=test, alpha=alpha) if test else "")
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,8 @@ class DoubleDescentResult:
     rise_left / rise_right: peak_height minus the lowest mean on its left / right.
     double_descent: the verdict by `rule`. peak_near_threshold: peak within one grid step of the
       threshold (None when either is missing).
+    p_value: the seed-level one-sided test of the peak against both sides (the larger of p_left and
+      p_right), None with fewer than 3 seeds or no peak. test: which test ('paired by seed' or 'Welch').
     """
 
     label: str
@@ -64,6 +85,12 @@ class DoubleDescentResult:
     min_rise: float
     ci_level: float = DEFAULT_CI_LEVEL
     rule: str = RULE
+    p_value: float | None = None
+    p_left: float | None = None
+    p_right: float | None = None
+    test: str | None = None
+    alpha: float = DEFAULT_ALPHA
+    group: tuple[tuple[str, float], ...] = ()
 
     @property
     def params(self) -> dict[str, float | None]:
@@ -73,6 +100,7 @@ class DoubleDescentResult:
             "peak_height": self.peak_height,
             "rise_left": self.rise_left,
             "rise_right": self.rise_right,
+            "p_value": self.p_value,
         }
 
     @property
@@ -101,6 +129,8 @@ class DoubleDescentResult:
         ]
         if self.peak_near_threshold is not None:
             lines.append(f"  peak within one grid step of the threshold: {'yes' if self.peak_near_threshold else 'no'}")
+        if self.p_value is not None:
+            lines.append(f"  seed-level test ({self.test}): p = {self.p_value:.3g} (left {self.p_left:.3g}, right {self.p_right:.3g})")
         lines.append(f"  points={len(self.curve)} seeds={int(self.curve['n_seeds'].max())} rule: {self.rule}")
         return "\n".join(lines)
 
@@ -108,6 +138,7 @@ class DoubleDescentResult:
         return {
             "kind": "double_descent",
             "label": self.label,
+            "group": dict(self.group),
             "x_name": self.x_name,
             "y_name": self.y_name,
             "params": self.params,
@@ -118,6 +149,11 @@ class DoubleDescentResult:
             "min_rise": self.min_rise,
             "ci_level": self.ci_level,
             "rule": self.rule,
+            "p_value": self.p_value,
+            "p_left": self.p_left,
+            "p_right": self.p_right,
+            "test": self.test,
+            "alpha": self.alpha,
             "curve": self.curve.replace({np.nan: None}).to_dict(orient="list"),
         }
 
@@ -146,10 +182,15 @@ def detect_double_descent(
     ci_level: float = DEFAULT_CI_LEVEL,
     label: str = "",
     threshold: str = "first",
+    seed: str = "seed",
+    paired: bool = False,
+    alpha: float = DEFAULT_ALPHA,
 ) -> DoubleDescentResult:
     """Landmarks and verdict of one curve; `frame` has one row per (x, seed). See the module docstring.
 
     threshold: 'first' takes the smallest interpolating x (models, epochs), 'last' the largest (samples).
+    seed: the column naming a row's seed. paired: seeds share data and noisy labels along x, so the
+    seed-level test pairs them (Welch's test otherwise, or when there is no seed column).
     """
     if threshold not in ("first", "last"):
         raise FitError(f"{label or y}: threshold must be 'first' or 'last', got {threshold!r}")
@@ -175,6 +216,19 @@ def detect_double_descent(
             sides = max(mean[:i].min(), mean[i + 1 :].min())
     found = best_i is not None and best_rise > 0
     verdict = bool(found and best_rise >= min_rise * abs(mean[best_i]) and seed_min[best_i] > sides)
+    test, p_left, p_right = None, None, None
+    if found:
+        left_i, right_i = int(np.argmin(mean[:best_i])), best_i + 1 + int(np.argmin(mean[best_i + 1 :]))
+        rows = frame[np.isfinite(frame[y].astype(float))]
+        pair = paired and seed in rows
+        at = {i: rows[rows[x].astype(float) == xs[i]] for i in (best_i, left_i, right_i)}
+        test, p_left = seed_test(at[best_i], at[left_i], y, seed if pair else None)
+        p_right = seed_test(at[best_i], at[right_i], y, seed if pair else None)[1]
+    p_value = max(p_left, p_right) if p_left is not None and p_right is not None else None
+    if p_value is None:
+        test = None
+    else:
+        verdict = verdict and p_value < alpha
     near = None
     if found and threshold_i is not None:
         near = abs(best_i - threshold_i) <= 1
@@ -193,12 +247,58 @@ def detect_double_descent(
         train_tol=train_tol,
         min_rise=min_rise,
         ci_level=ci_level,
+        rule=stated_rule(test, alpha),
+        p_value=p_value,
+        p_left=p_left,
+        p_right=p_right,
+        test=test,
+        alpha=alpha,
     )
 
 
-def _group_label(keys, names) -> str:
-    keys = keys if isinstance(keys, tuple) else (keys,)
-    return ",".join(f"{n}={k}" for n, k in zip(names, keys))
+def seed_test(peak: pd.DataFrame, side: pd.DataFrame, y: str, seed: str | None) -> tuple[str | None, float | None]:
+    """(test name, one-sided p) that `y` at the peak exceeds `y` at a side; (None, None) with < 3 seeds.
+
+    With `seed`, rows are paired by their seed (the seeds both have); otherwise Welch's t-test. The
+    test compares ln y where every value is positive: at the interpolation threshold the error is
+    heavy-tailed (one seed 100x another), which a t-test on y itself cannot see past.
+    """
+    values = pd.concat([peak[y], side[y]]).to_numpy(float)
+    scale = np.log if np.all(values > 0) else (lambda v: v)
+    if seed is not None:
+        per_seed = [rows.assign(**{y: scale(rows[y].to_numpy(float))}).groupby(seed, as_index=False)[y].mean() for rows in (peak, side)]
+        both = per_seed[0].merge(per_seed[1], on=seed, suffixes=("_peak", "_side"))
+        if len(both) < MIN_TEST_SEEDS:
+            return None, None
+        diff = both[f"{y}_peak"].to_numpy(float) - both[f"{y}_side"].to_numpy(float)
+        if np.ptp(diff) == 0:  # no spread: the t statistic is +-inf or undefined
+            return "paired by seed", 0.0 if diff[0] > 0 else 1.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return "paired by seed", float(stats.ttest_rel(diff, np.zeros_like(diff), alternative="greater").pvalue)
+    a, b = scale(peak[y].to_numpy(float)), scale(side[y].to_numpy(float))
+    if min(len(a), len(b)) < MIN_TEST_SEEDS:
+        return None, None
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return "Welch", 0.0 if a[0] > b[0] else 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return "Welch", float(stats.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
+
+
+def _plain(value):
+    """A group key as a plain Python number (or string), so it prints and serialises as itself."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _group_label(group) -> str:
+    return ",".join(f"{n}={format_value(k)}" for n, k in group)
+
+
+def format_value(value) -> str:
+    """A group value as a label shows it: as written where short, long floats to 6 significant digits."""
+    text = str(value)
+    return f"{value:.6g}" if isinstance(value, float) and len(text) > 8 else text
 
 
 def double_descent_curves(
@@ -219,11 +319,20 @@ def double_descent_curves(
         return [], [f"double descent: no rows with {y!r}"]
     names = [c for c in group_cols if c in frame and c != x]
     groups = frame.groupby(names, sort=True) if names else [((), frame)]
-    results, skipped = [], []
+    results, skipped, short = [], [], []
     for keys, rows in groups:
-        label = f"{x} curve " + (_group_label(keys, names) if names else "all")
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        group = tuple(zip(names, (_plain(k) for k in keys)))
+        label = f"{x} curve " + (_group_label(group) if names else "all")
+        if rows[x][np.isfinite(rows[y].astype(float))].nunique() < MIN_CURVE_POINTS:
+            short.append(label)
+            continue
         try:
-            results.append(detect_double_descent(rows, x, y, train, label=label, **detector))
+            result = detect_double_descent(rows, x, y, train, label=label, **detector)
+            results.append(replace(result, group=group))
         except FitError as err:
             skipped.append(str(err))
+    if short:
+        shown = ", ".join(short[:3]) + (", ..." if len(short) > 3 else "")
+        skipped.append(f"{len(short)} {x} curve(s) with fewer than {MIN_CURVE_POINTS} distinct {x} values with finite {y}: {shown}")
     return results, skipped

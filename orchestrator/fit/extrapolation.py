@@ -35,6 +35,15 @@ class ExtrapolationResult:
     label: str = ""
 
     @property
+    def identification(self):
+        """The small-side law's: an extrapolation from a law the data do not identify means nothing."""
+        return self.fit.identification
+
+    @property
+    def identified(self) -> bool:
+        return self.fit.identified
+
+    @property
     def params(self) -> dict[str, float]:
         return self.fit.params
 
@@ -45,26 +54,34 @@ class ExtrapolationResult:
     def predict(self, *sizes) -> np.ndarray:
         return self.fit.predict(*sizes)
 
-    def summary(self) -> str:
+    @property
+    def title(self) -> str:
         e = self.errors
-        head = (
+        return (
             f"held-out extrapolation [{self.label}]: fit on {e['n_fit']} trials with {self.threshold_col} <= {self.threshold:.4g}, "
             f"predict {e['n_held_out']} above"
         )
-        lines = [head, f"  mean |rel error| {e['mean_abs_rel_error']:.4f}  max |rel error| {e['max_abs_rel_error']:.4f}  rmse(log) {e['rmse_log']:.4f}"]
+
+    def summary(self) -> str:
+        if not self.identified:
+            return f"{self.title}\n  not identified: the law fitted below the threshold is {self.identification.status}"
+        e = self.errors
+        lines = [self.title, f"  mean |rel error| {e['mean_abs_rel_error']:.4f}  max |rel error| {e['max_abs_rel_error']:.4f}  rmse(log) {e['rmse_log']:.4f}"]
         return "\n".join(lines) + "\n" + "\n".join("  " + line for line in self.fit.summary().splitlines())
 
     def to_dict(self) -> dict:
+        ok = self.identified
         return {
             "kind": "extrapolation",
             "label": self.label,
             "threshold_col": self.threshold_col,
             "threshold": self.threshold,
-            "errors": self.errors,
-            "params": self.params,
-            "ci": {k: list(v) for k, v in self.ci.items()},
+            **self.identification.to_dict(),
+            "errors": self.errors if ok else {k: self.errors[k] for k in ("n_fit", "n_held_out")},
+            "params": self.params if ok else None,
+            "ci": {k: list(v) for k, v in self.ci.items()} if ok else None,
             "fit": self.fit.to_dict(),
-            "held_out": self.held_out.to_dict(orient="list"),
+            "held_out": self.held_out.to_dict(orient="list") if ok else None,
         }
 
 
@@ -100,7 +117,7 @@ def held_out_extrapolation(
     if small.empty or large.empty:
         raise FitError(f"{label}: the threshold {threshold_col}={threshold:.4g} leaves no trials on one side")
     if law == "joint":
-        fit = fit_joint_law(small[size_col], small[data_col], small[y], n_boot=n_boot, y_name=y, label=label)
+        fit = fit_joint_law(small[size_col], small[data_col], small[y], n_boot=n_boot, y_name=y, label=label, goodness=False)
         predicted = fit.predict(large[size_col].to_numpy(float), large[data_col].to_numpy(float))
     else:
         fit = fit_power_law(small[threshold_col], small[y], n_boot=n_boot, x_name=threshold_col, y_name=y, label=label)

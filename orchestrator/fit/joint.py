@@ -21,8 +21,12 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-from orchestrator.fit.allocation import ComputeOptimalFit, allocation_from_joint, ALLOCATION_PARAMS
+from orchestrator.fit import guards
+from orchestrator.fit.allocation import ComputeOptimalFit, allocation_from_joint
 from orchestrator.fit.bootstrap import DEFAULT_CI_LEVEL, DEFAULT_N_BOOT, ci_dict, format_table, percentile_ci, resample_counts, single_threaded_blas
+from orchestrator.fit.goodness import GoodnessOfFit, log_rmse, loo_indices
+from orchestrator.fit.guards import Identification
+from orchestrator.fit.isoflop import compute_budgets
 from orchestrator.fit.power_law import FitError
 
 JOINT_PARAMS = ("E", "A", "alpha", "B", "beta")
@@ -30,6 +34,9 @@ HUBER_DELTA = 1e-3
 MIN_DISTINCT = 3  # per axis: with two sizes on an axis, E and that axis' (coefficient, exponent) are not identifiable
 MIN_POINTS = 8
 ALPHA_BETA_BOUNDS = (0.0, 5.0)
+# Converged: the projected gradient is below this share of its largest possible size, n_points x delta
+# (each point's Huber gradient is clipped at delta).
+GRADIENT_TOL = 1e-3
 
 
 def hoffmann_grid() -> np.ndarray:
@@ -66,8 +73,9 @@ def huber_objective(theta, log_n, log_d, log_l, weights, delta: float = HUBER_DE
     return float((weights * _huber(r, delta)).sum()), grad
 
 
-def _minimise(start, log_n, log_d, log_l, weights, delta) -> tuple[np.ndarray, float]:
-    """L-BFGS-B from `start` = (a, b, e, alpha, beta); returns the optimum in the same coordinates.
+def _minimise(start, log_n, log_d, log_l, weights, delta) -> tuple[np.ndarray, float, bool, str, float]:
+    """L-BFGS-B from `start` = (a, b, e, alpha, beta): the optimum in the same coordinates, the
+    objective there, whether L-BFGS-B reported success (and its message), and the projected gradient.
 
     Internally log N and log D are centred (a' = a - alpha mean(log N), likewise b'): the same law,
     but a' and alpha are nearly uncorrelated, so L-BFGS converges in about half the iterations.
@@ -87,7 +95,13 @@ def _minimise(start, log_n, log_d, log_l, weights, delta) -> tuple[np.ndarray, f
     theta = sol.x.copy()
     theta[0] += theta[3] * n_mean
     theta[1] += theta[4] * d_mean
-    return theta, float(sol.fun)
+    # On a bound, a gradient pointing out of the box is no sign of an unfinished search.
+    grad = np.asarray(sol.jac, dtype=float).copy()
+    lo, hi = ALPHA_BETA_BOUNDS
+    for i in (3, 4):
+        if (sol.x[i] <= lo and grad[i] > 0) or (sol.x[i] >= hi and grad[i] < 0):
+            grad[i] = 0.0
+    return theta, float(sol.fun), bool(sol.success), str(sol.message), float(np.abs(grad).max())
 
 
 def _pool_context():
@@ -122,7 +136,10 @@ class JointFit:
     params / ci: E, A, alpha, B, beta and their percentile bootstrap intervals at ci_level.
     N (parameters), D (data units), y: the points it saw. boot: (n_boot, 5) bootstrap samples of
     (E, A, alpha, B, beta), NaN rows for resamples that could not be fitted.
-    allocation: the compute-optimal N_opt(C), D_opt(C) this law implies, with CIs.
+    identification: whether the data identify the law (orchestrator.fit.guards); when they do not,
+    summary() and to_dict() give the reason instead of numbers and there is no allocation.
+    allocation: the compute-optimal N_opt(C), D_opt(C) this law implies, with CIs (None when the law
+    is not identified). goodness: residual, leave-one-out and leave-largest-N-out errors.
     objective: the best Huber objective; n_starts: L-BFGS starts run from the grid.
     """
 
@@ -132,7 +149,7 @@ class JointFit:
     D: np.ndarray = field(repr=False)
     y: np.ndarray = field(repr=False)
     boot: np.ndarray = field(repr=False)
-    allocation: ComputeOptimalFit = field(repr=False)
+    allocation: ComputeOptimalFit | None = field(repr=False)
     y_name: str = "loss"
     label: str = ""
     n_boot: int = 0
@@ -140,6 +157,12 @@ class JointFit:
     objective: float = float("nan")
     n_starts: int = 0
     huber_delta: float = HUBER_DELTA
+    identification: Identification = Identification()
+    goodness: GoodnessOfFit | None = None
+
+    @property
+    def identified(self) -> bool:
+        return self.identification.identified
 
     def predict(self, N, D) -> np.ndarray:
         """L_hat at model size N (parameters) and data size D (same unit as the fitted D)."""
@@ -157,42 +180,47 @@ class JointFit:
 
     @property
     def rmse_log(self) -> float:
-        return float(np.sqrt(np.mean((np.log(self.predict(self.N, self.D)) - np.log(self.y)) ** 2)))
+        return log_rmse(self.predict(self.N, self.D), self.y)
+
+    @property
+    def title(self) -> str:
+        return f"{self.y_name} = E + A / N^alpha + B / D^beta (Chinchilla approach 3)" + (f"  [{self.label}]" if self.label else "")
 
     def summary(self) -> str:
-        title = f"{self.y_name} = E + A / N^alpha + B / D^beta (Chinchilla approach 3)"
-        if self.label:
-            title += f"  [{self.label}]"
-        footer = (
-            f"points={len(self.y)} bootstrap={self.n_boot} starts={self.n_starts} huber_delta={self.huber_delta:g} "
-            f"rmse(log)={self.rmse_log:.4f}"
-        )
-        if self.at_bounds:
-            footer += f"\n  warning: {', '.join(self.at_bounds)} at the bound of {ALPHA_BETA_BOUNDS}: the data do not follow this law"
-        return format_table(title, self.params, self.ci, self.ci_level, footer) + "\n" + self.allocation.summary()
+        counts = f"points={len(self.y)} distinct N={len(np.unique(self.N))} D={len(np.unique(self.D))}"
+        if not self.identified:
+            return "\n".join([self.title, f"  {self.identification.status}", f"  {counts}", "  no compute-optimal allocation: it would rest on this fit"])
+        footer = f"{counts} bootstrap={self.n_boot} starts={self.n_starts} huber_delta={self.huber_delta:g}"
+        if self.goodness is not None:
+            footer += f"\n  {self.goodness.line()}"
+        footer += "".join(f"\n  caveat: {c}" for c in self.identification.caveats)
+        text = format_table(self.title, self.params, self.ci, self.ci_level, footer)
+        return text + ("\n" + self.allocation.summary() if self.allocation is not None else "")
 
     @property
     def at_bounds(self) -> list[str]:
         """Exponents that ended on a bound of the optimiser: a sign the law does not describe the data."""
-        return [k for k in ("alpha", "beta") if min(abs(self.params[k] - b) for b in ALPHA_BETA_BOUNDS) < 1e-6]
+        return [k for k in ("alpha", "beta") if min(abs(self.params[k] - b) for b in ALPHA_BETA_BOUNDS) < guards.BOUND_TOL]
 
     def to_dict(self) -> dict:
+        ok = self.identified
         return {
+            "kind": "joint",
             "law": "E + A / N^alpha + B / D^beta",
             "method": "Hoffmann et al. 2022 approach 3: log-sum-exp, Huber(log L), L-BFGS-B from a grid",
             "label": self.label,
             "y_name": self.y_name,
-            "params": self.params,
-            "ci": {k: list(v) for k, v in self.ci.items()},
+            **self.identification.to_dict(),
+            "params": self.params if ok else None,
+            "ci": {k: list(v) for k, v in self.ci.items()} if ok else None,
             "ci_level": self.ci_level,
             "n_boot": self.n_boot,
             "n_points": int(len(self.y)),
             "n_starts": self.n_starts,
             "huber_delta": self.huber_delta,
-            "objective": self.objective,
-            "rmse_log": self.rmse_log,
-            "at_bounds": self.at_bounds,
-            "allocation": self.allocation.to_dict(),
+            "objective": self.objective if ok else None,
+            "goodness": self.goodness.to_dict() if ok and self.goodness else None,
+            "allocation": self.allocation.to_dict() if self.allocation is not None else None,
         }
 
 
@@ -216,6 +244,93 @@ def _clean_points(N, D, y, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return N, D, y
 
 
+def _best_from_grid(log_n, log_d, log_l, weights, n_starts, delta):
+    """Hoffmann's grid screened by the objective, L-BFGS-B from the n_starts best: (best run, its start, starts run)."""
+    grid = hoffmann_grid()
+    pred = _log_prediction(grid, log_n, log_d)[0]
+    screened = (weights * _huber(pred - log_l, delta)).sum(axis=1)
+    order = np.argsort(screened, kind="stable")
+    starts = grid[order if n_starts is None else order[:n_starts]]
+    best, best_start = None, None
+    for start in starts:
+        run = _minimise(start, log_n, log_d, log_l, weights, delta)
+        if best is None or run[1] < best[1]:
+            best, best_start = run, start
+    return best, best_start, len(starts)
+
+
+def _identify(N, D, y, run, start, point, ci, n_boot, n_ok) -> Identification:
+    theta, _, success, message, gradient = run
+    E, A, alpha, B, beta = point
+    lo, hi = ALPHA_BETA_BOUNDS
+    predicted = E + A * N**-alpha + B * D**-beta
+    rmse = log_rmse(predicted, y)
+    middle = float(np.median(y))
+    n_drop = A * (N.min() ** -alpha - N.max() ** -alpha) / middle
+    d_drop = B * (D.min() ** -beta - D.max() ** -beta) / middle
+    names = ("ln A", "ln B", "ln E", "alpha", "beta")
+    estimate, begun = dict(zip(names, theta)), dict(zip(names, start))
+    problems = [
+        guards.unmoved({k: estimate[k] for k in ("ln A", "alpha")}, {k: begun[k] for k in ("ln A", "alpha")}, "the N term A / N^alpha"),
+        guards.unmoved({k: estimate[k] for k in ("ln B", "beta")}, {k: begun[k] for k in ("ln B", "beta")}, "the D term B / D^beta"),
+        guards.flat_term("A / N^alpha", float(n_drop)),
+        guards.flat_term("B / D^beta", float(d_drop)),
+        guards.on_bound("alpha", alpha, lo, hi),
+        guards.on_bound("beta", beta, lo, hi),
+        guards.e_at_zero(E, float(y.min())),
+        guards.implausible("alpha", alpha),
+        guards.implausible("beta", beta),
+    ]
+    caveats = []
+    if n_boot:
+        problems += [
+            guards.degenerate_ci(ci, rmse),
+            guards.ci_implausible("alpha", ci["alpha"]),
+            guards.ci_implausible("beta", ci["beta"]),
+        ]
+        if ci["E"][0] < guards.E_FLOOR_FRACTION * float(y.min()):
+            problems.append(f"the CI of E [{ci['E'][0]:.2g}, {ci['E'][1]:.3g}] reaches its bound 0: the floor is not pinned")
+        if n_ok < 0.9 * n_boot:
+            caveats.append(f"only {n_ok} of {n_boot} resamples had {MIN_DISTINCT}+ distinct N and D to fit")
+    else:
+        caveats.append("no bootstrap: CIs not computed")
+    problems.append(guards.not_converged(success, gradient, GRADIENT_TOL * len(y) * HUBER_DELTA, message))
+    return guards.identification(problems, caveats)
+
+
+def _goodness(N, D, y, best, n_starts, delta) -> GoodnessOfFit:
+    """Residual error, leave-one-out (warm-started from the fit) and leave-largest-N-out (a fresh grid search)."""
+    log_n, log_d, log_l = np.log(N), np.log(D), np.log(y)
+
+    def law(theta, n, d):
+        return np.exp(_log_prediction(np.asarray(theta), np.log(n), np.log(d))[0])
+
+    rmse = log_rmse(law(best, N, D), y)
+    loo_pred = np.full(len(y), np.nan)
+    for i in loo_indices(len(y)):
+        weights = np.ones_like(log_l)
+        weights[i] = 0.0
+        rest = weights > 0
+        if len(np.unique(N[rest])) < MIN_DISTINCT or len(np.unique(D[rest])) < MIN_DISTINCT:
+            continue
+        theta = _minimise(best, log_n, log_d, log_l, weights, delta)[0]
+        loo_pred[i] = law(theta, N[i : i + 1], D[i : i + 1])[0]
+    done = np.isfinite(loo_pred)
+    # Hold out the largest model size, or the largest compute (6 N D within 5%) where that holds more
+    # points: on an IsoFLOP design every N is distinct, but the largest budget is a whole profile.
+    flops = 6 * N * D
+    candidates = [(N == N.max(), f"N = {N.max():.3g}"), (compute_budgets(flops) == compute_budgets(flops).max(), f"C = {flops.max():.3g}")]
+    largest_out, note = None, f"needs {MIN_DISTINCT} distinct N and D and {MIN_POINTS} points below the largest N or C"
+    for held, what in sorted(candidates, key=lambda c: -c[0].sum()):
+        below = ~held
+        if len(np.unique(N[below])) >= MIN_DISTINCT and len(np.unique(D[below])) >= MIN_DISTINCT and below.sum() >= MIN_POINTS:
+            run, _, _ = _best_from_grid(log_n[below], log_d[below], log_l[below], np.ones(int(below.sum())), n_starts, delta)
+            largest_out = log_rmse(law(run[0], N[held], D[held]), y[held])
+            note = f"{what}, {int(held.sum())} points"
+            break
+    return GoodnessOfFit(rmse, log_rmse(loo_pred[done], y[done]) if done.any() else None, largest_out, note, len(y), int(done.sum()))
+
+
 @single_threaded_blas
 def fit_joint_law(
     N,
@@ -229,28 +344,21 @@ def fit_joint_law(
     y_name: str = "loss",
     label: str = "",
     n_jobs: int = 1,
+    goodness: bool = True,
 ) -> JointFit:
     """Fit L(N, D) to points of model size N (parameters), data size D (tokens or samples) and loss y > 0.
 
-    Non-finite points are dropped. Raises FitError when the points cannot identify the law.
+    Non-finite points are dropped. Raises FitError when the points cannot be fitted at all; a law the
+    data do not identify comes back with the reason in `.identification` and no allocation.
     n_jobs > 1 splits the bootstrap over that many processes (forked where the platform allows:
-    the children only run numpy and scipy on copies of the arrays).
+    the children only run numpy and scipy on copies of the arrays). goodness=False skips the
+    leave-one-out and leave-largest-out refits (for a fit that is itself a held-out test).
     """
     label = label or y_name
     N, D, y = _clean_points(N, D, y, label)
     log_n, log_d, log_l = np.log(N), np.log(D), np.log(y)
-    ones = np.ones_like(log_l)
-
-    grid = hoffmann_grid()
-    pred = _log_prediction(grid, log_n, log_d)[0]
-    screened = _huber(pred - log_l, delta).sum(axis=1)
-    order = np.argsort(screened, kind="stable")
-    starts = grid[order if n_starts is None else order[:n_starts]]
-    best, best_f = None, np.inf
-    for start in starts:
-        theta, value = _minimise(start, log_n, log_d, log_l, ones, delta)
-        if value < best_f:
-            best, best_f = theta, value
+    run, start, n_run = _best_from_grid(log_n, log_d, log_l, np.ones_like(log_l), n_starts, delta)
+    best, best_f = run[0], run[1]
 
     counts = resample_counts(len(y), n_boot, seed)
     if n_jobs > 1 and n_boot >= 2 * n_jobs:
@@ -261,21 +369,17 @@ def fit_joint_law(
     else:
         boot = _bootstrap_chunk(best, N, D, log_l, counts, delta)
     point, samples = natural_params(best), natural_params(boot)
-
-    alloc_point = allocation_from_joint(*point)
-    alloc_samples = allocation_from_joint(*samples.T)
     n_ok = int(np.isfinite(samples).all(axis=1).sum())
-    allocation = ComputeOptimalFit(
-        params={k: float(v) for k, v in zip(ALLOCATION_PARAMS, alloc_point)},
-        ci=ci_dict(ALLOCATION_PARAMS, alloc_samples, ci_level) if n_boot else {k: (np.nan, np.nan) for k in ALLOCATION_PARAMS},
-        method="joint",
-        label=label,
-        n_boot=n_ok,
-        ci_level=ci_level,
-    )
+    ci = ci_dict(JOINT_PARAMS, samples, ci_level) if n_boot else {k: (np.nan, np.nan) for k in JOINT_PARAMS}
+    ident = _identify(N, D, y, run, start, point, ci, n_boot, n_ok)
+    allocation = None
+    if ident.identified:
+        allocation = ComputeOptimalFit.from_samples(
+            allocation_from_joint(*point), allocation_from_joint(*samples.T), "joint", label, ci_level, n_boot
+        )
     return JointFit(
         params={k: float(v) for k, v in zip(JOINT_PARAMS, point)},
-        ci=ci_dict(JOINT_PARAMS, samples, ci_level) if n_boot else {k: (np.nan, np.nan) for k in JOINT_PARAMS},
+        ci=ci,
         N=N,
         D=D,
         y=y,
@@ -286,6 +390,8 @@ def fit_joint_law(
         n_boot=n_ok,
         ci_level=ci_level,
         objective=best_f,
-        n_starts=len(starts),
+        n_starts=n_run,
         huber_delta=delta,
+        identification=ident,
+        goodness=_goodness(N, D, y, best, n_starts, delta) if goodness and ident.identified else None,
     )

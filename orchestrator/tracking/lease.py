@@ -30,6 +30,10 @@ HEARTBEAT_S = 10.0
 STALE_S = 60.0
 SETTLE_S = 2.0
 
+# Nonces of the leases this process holds now: a lease of this pid whose nonce is not here was left
+# by an earlier driver in this process (say, one stopped by an outage before it could release).
+_HELD_HERE: set[str] = set()
+
 
 class SweepLocked(RuntimeError):
     """Another live driver holds the sweep's lease."""
@@ -63,6 +67,8 @@ class Holder:
         """Whether the holder's process runs, when it ran on this host; None when it ran elsewhere."""
         if self.host != socket.gethostname():
             return None
+        if self.pid == os.getpid():
+            return self.nonce in _HELD_HERE
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -133,7 +139,9 @@ class Lease:
         self._write()
         time.sleep(self.settle_s)  # let a driver that wrote in the same moment write too, then read back
         winner, beat = self._read()
-        if winner != self.me:
+        if winner == self.me:
+            _HELD_HERE.add(self.me.nonce)
+        else:
             raise SweepLocked(
                 f"another driver started this sweep at the same time and holds it ({describe(winner, beat, int(time.time() * 1000))})"
                 if winner
@@ -159,6 +167,7 @@ class Lease:
         """Stop renewing and mark the lease released (heartbeat 0), if it is still ours. The holder's
         id stays: readers tell from it which driver wrote the sweep last."""
         self._stop.set()
+        _HELD_HERE.discard(self.me.nonce)
         if self._thread is not None:
             self._thread.join(timeout=5)
         try:
