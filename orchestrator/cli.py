@@ -3,79 +3,118 @@
 Exit codes scripts can trust:
   0  everything asked for finished
   1  the sweep ran, but some trials failed or diverged
-  2  bad input (spec, workload, arguments), or another driver runs the sweep; nothing was launched
-  3  the tracking store or the cluster could not be reached
+  2  bad input (spec, workload, arguments, output path), or another driver runs the sweep; nothing was launched
+  3  the tracking store or the cluster could not be reached or refused the request
+  4  an internal error (a bug in scalesweep); `--debug` shows the traceback
   130, 143  interrupted by Ctrl-C or SIGTERM; the sweep's runs are marked KILLED and `run` resumes it
+
+Errors are raised as typed exceptions where they are found and turned into an exit code and one
+line on stderr only here, in `OneErrorPath`; a traceback is printed only with `--debug`.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import socket
 import subprocess
 import sys
+import tempfile
 import time
-from contextlib import contextmanager
+import traceback
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from orchestrator import sweep
 from orchestrator.progress import counts_table, results_table
 from orchestrator.fit import FitError, SweepFits
 from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
-from orchestrator.spec import SpecError, SweepSpec, load_spec
 from orchestrator.driver import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+from orchestrator.redact import redact_secrets
+from orchestrator.spec import SpecError, SweepSpec, load_spec
 from orchestrator.submit import BuildError, submit_sweep
 from orchestrator.sweep import Sweep
-from orchestrator.tracking import TrackingUnavailable
+from orchestrator.tracking import ArtifactUploadFailed, TrackingUnavailable
 from orchestrator.tracking.lease import SweepLocked
+from workloads.api import WorkloadError
 
-EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
 DEMO_SPEC = Path(__file__).resolve().parent.parent / "examples" / "mnist1d_demo.yaml"
 
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def print_error(message: str) -> None:
+    """`error: message` on stderr: credentials masked, never read as rich markup (a value may hold brackets)."""
+    err.print(Text.assemble(("error: ", "red"), redact_secrets(message)), highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    print_error(message)
+    return typer.Exit(code)
+
+
+def failure(error: Exception) -> tuple[int, str]:
+    """The exit code and the line for an exception a command let through."""
+    if isinstance(error, (SpecError, WorkloadError, SweepLocked, BuildError)):
+        return EXIT_BAD_INPUT, str(error)
+    if isinstance(error, TrackingUnavailable):
+        return EXIT_UNREACHABLE, str(error)
+    if isinstance(error, ConnectionError):  # what ray.init raises for a cluster it cannot join
+        return EXIT_UNREACHABLE, f"cannot reach the Ray cluster: {error}"
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return EXIT_INTERNAL, f"internal error: {error.__class__.__name__}: {first_line} (run with --debug for the traceback)"
+
+
+class OneErrorPath(TyperGroup):
+    """Every command's failure becomes its exit code and one line on stderr, here and nowhere else."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # a command's own exit code, and the parser's usage errors (exit 2)
+        except KeyboardInterrupt:
+            print_error("interrupted: the sweep's parent run and its unfinished trials are marked KILLED; run again to resume")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Terminated:
+            print_error("terminated (SIGTERM): the sweep's parent run and its unfinished trials are marked KILLED; run again to resume")
+            raise typer.Exit(EXIT_TERMINATED) from None
+        except Exception as error:
+            code, message = failure(error)
+            if ctx.params.get("debug"):
+                traceback.print_exception(error, file=sys.stderr)
+            print_error(message)
+            raise typer.Exit(code) from None
+
+
 app = typer.Typer(
+    cls=OneErrorPath,
     help="Scaling-law sweeps: a grid of model size x data size trained on Ray, recorded in MLflow, fitted and reported.\n\n"
-    "Exit codes: 0 done, 1 some trials failed, 2 bad input (nothing launched), 3 tracking store or cluster unreachable, "
-    "130/143 interrupted (Ctrl-C/SIGTERM; run again to resume).",
+    "Exit codes: 0 done, 1 some trials failed, 2 bad input (nothing launched), 3 tracking store or cluster "
+    "unreachable or refusing, 4 internal error, 130/143 interrupted (Ctrl-C/SIGTERM; run again to resume).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 SpecArg = typer.Argument(..., help="sweep spec (YAML): workload, axes, params, resources, tracking", show_default=False)
 
 
-def fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def read_spec(path: Path) -> SweepSpec:
-    try:
-        return load_spec(path)
-    except SpecError as e:
-        raise fail(str(e), EXIT_BAD_INPUT) from None
-
-
-@contextmanager
-def guarded():
-    """Turn the library's errors into exit codes, in one place."""
-    try:
-        yield
-    except (SpecError, SweepLocked) as e:
-        raise fail(str(e), EXIT_BAD_INPUT) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted: the sweep's parent run and its unfinished trials are marked KILLED; run again to resume", EXIT_INTERRUPTED) from None
-    except Terminated:
-        raise fail("terminated (SIGTERM): the sweep's parent run and its unfinished trials are marked KILLED; run again to resume", EXIT_TERMINATED) from None
-    except TrackingUnavailable as e:
-        raise fail(str(e), EXIT_UNREACHABLE) from None
-    except ConnectionError as e:
-        raise fail(f"cannot reach the Ray cluster: {e}", EXIT_UNREACHABLE) from None
+@app.callback()
+def options(debug: bool = typer.Option(False, "--debug", help="print the traceback of an error, too")):
+    """Options for every command (give them before the command: scalesweep --debug run SPEC)."""
+    if not debug:
+        # MLflow logs each database error with its traceback (and each engine retry); the error
+        # path above reports what it means in one line.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def fmt_flops(flops: float) -> str:
@@ -88,10 +127,9 @@ def plan(spec_path: Path = SpecArg, offline: bool = typer.Option(False, help="do
 
     With a WSD schedule: the trunks and the branches each starts from, and the compute as planned
     beside what training every point from scratch would cost."""
-    spec = read_spec(spec_path)
-    with guarded():
-        handle = Sweep(spec)
-        plan_ = handle.plan(offline=offline, confirmed=True)
+    spec = load_spec(spec_path)
+    handle = Sweep(spec)
+    plan_ = handle.plan(offline=offline, confirmed=True)
     wsd = spec.schedule is not None
     table = Table(title=f"{spec.name}: {len(plan_.trials)} trials of {spec.workload}")
     data_unit = f"D ({handle.workload.data_unit})"
@@ -144,12 +182,11 @@ def run(
     """Run every trial of SPEC that has no FINISHED run in MLflow yet (so running it again resumes).
 
     One driver per sweep: while another driver runs it, this one exits 2 naming it."""
-    spec = read_spec(spec_path)
-    with guarded():
-        sweep_ = Sweep(spec)
-        outcome = sweep_.run(address=address, num_cpus=num_cpus, confirmed=yes, progress=progress, extend=extend, force_takeover=force_takeover)
-        print_outcome(spec, outcome)
-        print_results(spec, sweep_.status())
+    spec = load_spec(spec_path)
+    sweep_ = Sweep(spec)
+    outcome = sweep_.run(address=address, num_cpus=num_cpus, confirmed=yes, progress=progress, extend=extend, force_takeover=force_takeover)
+    print_outcome(spec, outcome)
+    print_results(spec, sweep_.status())
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)
 
 
@@ -165,12 +202,8 @@ def submit(
     Builds this checkout's wheel into the job's working dir, and the job's runtime_env pip-installs it
     on every node the sweep uses. Prints the job id and returns; the sweep runs on without this process.
     """
-    spec = read_spec(spec_path)
-    with guarded():
-        try:
-            job = submit_sweep(spec, spec_path, address, working_dir, confirmed=yes)
-        except BuildError as e:
-            raise fail(str(e), EXIT_BAD_INPUT) from None
+    spec = load_spec(spec_path)
+    job = submit_sweep(spec, spec_path, address, working_dir, confirmed=yes)
     out.print(f"sweep {spec.name}: submitted as Ray job {job.submission_id} (scalesweep from {job.wheel})", highlight=False)
     out.print(f"  follow its log:  ray job logs --address {address} --follow {job.submission_id}", highlight=False)
     out.print(f"  trials so far:   scalesweep status {spec_path}", highlight=False)
@@ -212,9 +245,8 @@ def ago(seconds: float) -> str:
 @app.command()
 def status(spec_path: Path = SpecArg, trials: bool = typer.Option(False, "--trials", help="list every trial")):
     """The state of a sweep, read from MLflow alone: works while it runs, after a crash, from another machine."""
-    spec = read_spec(spec_path)
-    with guarded():
-        state = Sweep(spec).status()
+    spec = load_spec(spec_path)
+    state = Sweep(spec).status()
     if state.parent_run_id is None:
         out.print(f"sweep {spec.name}: not started ({state.grid_size} trials in the grid)")
         return
@@ -285,14 +317,18 @@ def fit(
     Prints one table of fits and one of double-descent curves (--verbose: every block) and logs them as
     fits/fits.json to the sweep's parent run. A fit the data cannot carry says "not identified" and why.
     """
-    spec = read_spec(spec_path)
+    spec = load_spec(spec_path)
     options = fit_options(metric, envelope, n_params)
-    with guarded():
-        try:
-            fits = Sweep(spec).fit(n_boot=n_boot, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise, **options)
-        except FitError as e:
-            raise fail(str(e), EXIT_TRIALS_FAILED) from None
-    print_fits(fits, verbose)
+    sweep_ = Sweep(spec)
+    try:
+        fits = sweep_.fit(n_boot=n_boot, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise, log=False, **options)
+    except FitError as e:
+        raise fail(str(e), EXIT_TRIALS_FAILED) from None
+    print_fits(fits, verbose)  # before storing them: a store that refuses the upload does not cost the user the fits
+    try:
+        sweep_.log_fits(fits)
+    except ArtifactUploadFailed as e:
+        raise fail(f"the fits above are not stored on the sweep's run: {e}", EXIT_UNREACHABLE) from None
     if not fits.n_fits:
         raise typer.Exit(EXIT_TRIALS_FAILED)
 
@@ -316,23 +352,54 @@ def report(
 
     The files are logged under report/ on the sweep's parent run, the fits they draw as fits/fits.json.
     """
-    spec = read_spec(spec_path)
+    spec = load_spec(spec_path)
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad:
         raise fail(f"--format: {bad[0]!r} is not one of png, svg, pdf", EXIT_BAD_INPUT)
     options = fit_options(metric, envelope, n_params)
     target = out_dir or Path("reports") / spec.name
-    with guarded():
-        sweep_ = Sweep(spec)
-        try:
-            written = sweep_.report(target, n_boot=n_boot, formats=tuple(formats), **options)
-        except FitError as e:
-            raise fail(str(e), EXIT_TRIALS_FAILED) from None
+    check_writable_folder(target, "--out")
+    sweep_ = Sweep(spec)
+    try:
+        written = sweep_.report(target, n_boot=n_boot, formats=tuple(formats), upload=False, **options)
+    except FitError as e:
+        raise fail(str(e), EXIT_TRIALS_FAILED) from None
+    except OSError as error:  # the tracking store's own errors arrive typed; this is the report's files
+        raise fail(f"--out {target}: cannot write the report: {error.strerror or error}", EXIT_BAD_INPUT) from None
     for note in sweep_.left_out():
         out.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     for path in written:
         out.print(f"wrote {path}")
-    out.print(f"open {target.resolve() / 'report.html'} in a browser (works offline); also logged to the sweep's MLflow run under report/")
+    out.print(f"open {target.resolve() / 'report.html'} in a browser (works offline)")
+    try:
+        sweep_.upload_report(target)
+    except ArtifactUploadFailed as e:
+        raise fail(f"the report files above are not stored on the sweep's run: {e}", EXIT_UNREACHABLE) from None
+    out.print("also logged to the sweep's MLflow run under report/")
+
+
+def check_writable_folder(folder: Path, option: str) -> None:
+    """Refuse an output folder that cannot take files (a file in the way, read-only, not ours)
+    before anything is computed; a disk that fills up while writing is caught where it happens."""
+    if folder.exists() and not folder.is_dir():
+        raise fail(f"{option} {folder}: a file is in the way; give a folder", EXIT_BAD_INPUT)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # os.access says yes to root on a read-only mount
+            pass
+    except OSError as error:
+        raise fail(f"{option} {folder}: cannot write there ({error.strerror})", EXIT_BAD_INPUT) from None
+
+
+def check_port_free(port: int) -> None:
+    """Refuse a port another server holds: the UI would fail to start while the URL we print led to that server."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the UI's server does: TIME_WAIT is no conflict
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            code = EXIT_UNREACHABLE if error.errno == errno.EADDRINUSE else EXIT_BAD_INPUT
+            raise fail(f"--port {port}: cannot listen on 127.0.0.1:{port} ({error.strerror}); pick another port", code) from None
 
 
 def tracking_ui_command(uri: str, port: int) -> list[str]:
@@ -341,24 +408,30 @@ def tracking_ui_command(uri: str, port: int) -> list[str]:
 
 
 @app.command()
-def ui(spec_path: Path = SpecArg, port: int = typer.Option(5000, help="port on 127.0.0.1")):
+def ui(spec_path: Path = SpecArg, port: int = typer.Option(5000, min=1, max=65535, help="port on 127.0.0.1")):
     """Start the MLflow UI on 127.0.0.1 for the spec's tracking store and print the sweep's URL.
 
     With an http(s) tracking URI the server already is the UI: print the URL and start nothing.
     """
-    spec = read_spec(spec_path)
+    spec = load_spec(spec_path)
     uri = spec.tracking.uri
-    with guarded():
-        sweep_ = Sweep(spec)
-        store, parent = sweep_.store, sweep_.parent_run_id
     remote = uri.startswith(("http://", "https://"))
+    if not remote:
+        check_port_free(port)
+    sweep_ = Sweep(spec)
+    store, parent = sweep_.store, sweep_.parent_run_id
     base = uri.rstrip("/") if remote else f"http://127.0.0.1:{port}"
     url = store.run_url(base, parent) if parent else f"{base}/#/experiments/{store.experiment_id}"
     out.print(f"sweep {spec.name}: {url}" + ("" if parent else "  (not run yet: the experiment)"))
     if remote:
         return
     out.print("MLflow UI listening on 127.0.0.1 only; press Ctrl-C to stop")
-    raise typer.Exit(subprocess.call(tracking_ui_command(store.tracking_uri, port)))
+    try:
+        code = subprocess.call(tracking_ui_command(store.tracking_uri, port))
+    except KeyboardInterrupt:  # how a user stops the UI
+        raise typer.Exit(EXIT_OK) from None
+    if code not in (0, -2, 130):  # -2/130: it stopped on the user's Ctrl-C
+        raise fail(f"the MLflow UI on 127.0.0.1:{port} exited with code {code}", EXIT_UNREACHABLE)
 
 
 @app.command()
@@ -367,18 +440,17 @@ def demo(
     num_cpus: Optional[int] = typer.Option(None, help="CPUs for local Ray (default: all)"),
 ):
     """Run the MNIST-1D double-descent demo end to end: sweep on local Ray, fits, report."""
-    spec = read_spec(spec_path)
-    with guarded():
-        sweep_ = Sweep(spec)
-        outcome = sweep_.run(num_cpus=num_cpus)
-        print_outcome(spec, outcome)  # has the counts per status: the demo leaves out their table, to fit one screen
-        print_results(spec, sweep_.status(), counts=False)
-        try:
-            fits = sweep_.fit(n_boot=200)  # computed once: the tables and the pictures show the same fits
-        except FitError as e:
-            raise fail(str(e), EXIT_TRIALS_FAILED) from None
-        print_fits(fits)
-        written = sweep_.report(Path("reports") / spec.name, fits=fits)
+    spec = load_spec(spec_path)
+    sweep_ = Sweep(spec)
+    outcome = sweep_.run(num_cpus=num_cpus)
+    print_outcome(spec, outcome)  # has the counts per status: the demo leaves out their table, to fit one screen
+    print_results(spec, sweep_.status(), counts=False)
+    try:
+        fits = sweep_.fit(n_boot=200)  # computed once: the tables and the pictures show the same fits
+    except FitError as e:
+        raise fail(str(e), EXIT_TRIALS_FAILED) from None
+    print_fits(fits)
+    written = sweep_.report(Path("reports") / spec.name, fits=fits)
     out.print(f"report: {written[0].parent.resolve()}/report.html (also logged to the sweep's MLflow run)")
     out.print(f"MLflow UI: scalesweep ui {spec_path}")
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_TRIALS_FAILED)

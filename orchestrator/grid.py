@@ -33,7 +33,7 @@ from workloads.api import (
     WSDPart,
     WSDSchedule,
     branch_checkpoint_dir,
-    resolve_workload,
+    make_workload,
 )
 
 
@@ -115,7 +115,7 @@ def trial_key(workload: str, config: dict[str, Any], schedule: dict[str, Any] | 
 
 def load_workload(spec: SweepSpec) -> Workload:
     try:
-        return resolve_workload(spec.workload)()
+        return make_workload(spec.workload)
     except WorkloadError as err:
         raise SpecError(f"workload: {err}") from None
 

@@ -31,6 +31,7 @@ from orchestrator.pack import TrialResult, device_memory_budget, run_pack, run_t
 from orchestrator.spec import Execution, Resources, SpecError
 
 LOCAL_HOST = "127.0.0.1"
+LOCAL_METRICS_PORT_VARIABLES = ("AUTOSCALER_METRIC_PORT", "DASHBOARD_METRIC_PORT")
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> None:
@@ -39,7 +40,11 @@ def connect(address: str | None = None, num_cpus: int | None = None, dashboard: 
     The local cluster advertises 127.0.0.1 and keeps its dashboard off (or on 127.0.0.1). Ray 2.60's
     gRPC servers still bind every interface, so token auth is what keeps other machines out: with
     RAY_AUTH_MODE unset Ray turns it on for a new local cluster (token in ~/.ray/auth_token); set
-    RAY_AUTH_MODE=disabled to opt out. docs/security.md has the details.
+    RAY_AUTH_MODE=disabled to opt out. Ray's Prometheus metrics are off: three exporters (the node
+    agent's, the autoscaler's and the dashboard head's) would answer anyone over plain HTTP on
+    0.0.0.0 without the token (Ray replaces a 127.0.0.1 node address with the machine's, so they
+    cannot be kept on loopback), and a sweep records its own numbers in MLflow. docs/security.md
+    has the details.
     """
     if ray.is_initialized():
         return
@@ -47,6 +52,11 @@ def connect(address: str | None = None, num_cpus: int | None = None, dashboard: 
         ray.init(address=address, log_to_driver=True)
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a laptop sweep reports nothing home
+    # The autoscaler's and the dashboard head's exporters have no off switch in Ray 2.60, only a
+    # port setting read by those processes; a port that cannot be bound keeps them from starting
+    # (each logs the failure to its own file and carries on). Set either variable to keep one.
+    for exporter_port in LOCAL_METRICS_PORT_VARIABLES:
+        os.environ.setdefault(exporter_port, "-1")
     ray.init(
         # 'local' always starts a new cluster; without it Ray would join whichever cluster this
         # machine started last (another user's `ray start`), ignoring num_cpus.
@@ -58,6 +68,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, dashboard: 
         log_to_driver=True,
         configure_logging=True,
         logging_level="WARNING",
+        _system_config={"enable_metrics_collection": False},  # the node agent's exporter, and what feeds it
     )
 
 

@@ -266,9 +266,10 @@ class Sweep:
 
     def runs(self) -> pd.DataFrame:
         """The sweep's active child runs of the current grid, one per trial; read fresh from MLflow."""
+        grid_keys = self.grid["trial_key"]  # bad input is found before the store is opened
         runs = self.reader.runs()
         runs = runs[~runs["deleted"]]
-        return one_run_per_trial(runs[schema.trial_keys(runs).isin(self.grid["trial_key"])])
+        return one_run_per_trial(runs[schema.trial_keys(runs).isin(grid_keys)])
 
     def n_outside_grid(self) -> int:
         """Active child runs whose trial the current grid does not have (left out of status and fits),
@@ -316,12 +317,13 @@ class Sweep:
     def plan(self, offline: bool = False, confirmed: bool = False) -> SweepPlan:
         """The grid and which trials are finished; validates everything, launches nothing."""
         check_grid_size(self.spec, confirmed)
+        trials = self.trials  # bad input is found before the store is opened (and a SQLite file created)
         finished: set[str] = set()
         if not offline and self.parent_run_id is not None:
             runs = self.reader.runs()
             runs = runs[~runs["deleted"] & (runs["run_status"] == "FINISHED")]
-            finished = set(schema.trial_keys(runs)) & {t.key for t in self.trials}  # trunks too
-        return SweepPlan(self.spec, self.trials, finished)
+            finished = set(schema.trial_keys(runs)) & {t.key for t in trials}  # trunks too
+        return SweepPlan(self.spec, trials, finished)
 
     def run(
         self,
@@ -471,6 +473,7 @@ class Sweep:
 
     def status(self) -> SweepState:
         """The state of the sweep read from MLflow alone (see SweepState); parent_run_id None if it never ran."""
+        self.grid  # bad input is found before the store is opened
         if self.parent_run_id is None:
             return SweepState(self.spec.name, None, self.grid, results.trials_frame(schema.runs_table([])))
         runs = self.runs()
@@ -538,13 +541,23 @@ class Sweep:
             notes.append(f"left out {len(diverged)} diverged trial(s): {', '.join(diverged)}")
         fits = replace(fits, notes=tuple(notes + self.left_out()))
         if log:
-            self.store.log_json(self.parent_run_id, fits.to_dict(), "fits/fits.json")
+            self.log_fits(fits)
         return fits
 
+    def log_fits(self, fits: SweepFits) -> None:
+        """Store the fits as fits/fits.json on the sweep's parent run; ArtifactUploadFailed if the store refuses."""
+        self.store.log_json(self.parent_run_id, fits.to_dict(), "fits/fits.json")
+
     def report(
-        self, out_dir: str | Path, n_boot: int = 200, formats: tuple[str, ...] = ("png",), fits: SweepFits | None = None, **fit_options
+        self,
+        out_dir: str | Path,
+        n_boot: int = 200,
+        formats: tuple[str, ...] = ("png",),
+        fits: SweepFits | None = None,
+        upload: bool = True,
+        **fit_options,
     ) -> list[Path]:
-        """Write the report files to out_dir and log them under 'report/' on the sweep's parent run.
+        """Write the report files to out_dir and (with `upload`) log them under 'report/' on the sweep's parent run.
 
         The pictures draw `fits` (computed here with `self.fit(n_boot, **fit_options)`, which logs
         fits/fits.json, when not given) and the finished trials and their per-epoch history; the
@@ -558,8 +571,13 @@ class Sweep:
         history = self.history(trials, tuple(dict.fromkeys(("train_error", fits.metric))))
         labels = Labels.of(self.workload, fits)
         written = write_report(trials, fits, out_dir, title=self.spec.name, history=history, labels=labels, formats=formats)
-        self.store.log_artifacts(self.parent_run_id, out_dir, "report")
+        if upload:
+            self.upload_report(out_dir)
         return written
+
+    def upload_report(self, out_dir: str | Path) -> None:
+        """Log the report files in out_dir under 'report/' on the parent run; ArtifactUploadFailed if the store refuses."""
+        self.store.log_artifacts(self.parent_run_id, out_dir, "report")
 
 
 def check_fit_options(spec: SweepSpec, trials: list[Trial], envelope: Sequence[str], n_params: str) -> None:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -162,3 +163,83 @@ class PostgresServer:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+SECURITY_DOC = Path(__file__).resolve().parent.parent / "docs" / "security.md"
+
+
+def basic_auth_recipe() -> str:
+    """The bash block of docs/security.md that starts MLflow's basic-auth server, as written there."""
+    import re
+
+    blocks = re.findall(r"```bash\n(.*?)```", SECURITY_DOC.read_text(), re.S)
+    recipe = [block for block in blocks if "--app-name basic-auth" in block]
+    assert len(recipe) == 1, "docs/security.md should hold one bash block that starts the basic-auth server"
+    return recipe[0]
+
+
+class BasicAuthMlflowServer:
+    """MLflow's basic-auth server started by running docs/security.md's recipe in bash, its settings
+    (folder, secrets, host, port, workers) pointed at `root`; the admin adds users over the REST API."""
+
+    ADMIN = "admin"
+
+    def __init__(self, root: Path, workers: int = 2):
+        import secrets
+
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self.admin_password = secrets.token_urlsafe(18)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        import secrets
+
+        vault = self.root / "secrets"
+        vault.mkdir(parents=True)
+        (vault / "mlflow_admin_password").write_text(self.admin_password)
+        (vault / "mlflow_secret_key").write_text(secrets.token_hex(32))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env.update(
+            MLFLOW_HOME=str(self.root / "home"), MLFLOW_SECRETS=str(vault), MLFLOW_HOST="127.0.0.1",
+            MLFLOW_PORT=str(self.port), MLFLOW_WORKERS=str(self.workers),
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # the recipe calls `mlflow`
+        )  # fmt: skip
+        log = open(self.root / "server.log", "ab")
+        self.process = subprocess.Popen(
+            ["bash", "-e", "-c", basic_auth_recipe()], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            wait_healthy(self.url, self.process)
+        except RuntimeError:
+            self.stop()  # no server (and its job consumers) left behind by a start that failed
+            raise
+
+    def admin_request(self, method: str, endpoint: str, **kwargs) -> requests.Response:
+        response = requests.request(method, f"{self.url}{endpoint}", auth=(self.ADMIN, self.admin_password), timeout=30, **kwargs)
+        response.raise_for_status()
+        return response
+
+    def create_user(self, username: str) -> str:
+        """A new user with the default permission (READ); returns its password."""
+        import secrets
+
+        password = secrets.token_urlsafe(18)
+        self.admin_request("POST", "/api/2.0/mlflow/users/create", json={"username": username, "password": password})
+        return password
+
+    def stop(self) -> None:
+        """Stop the server and everything in its process group (uvicorn's workers, MLflow's job consumers)."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, 15)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, 9)  # the group outlives its leader: job consumers do not always follow it
+        self.process.wait()

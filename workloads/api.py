@@ -19,7 +19,9 @@ it (see `WSDPart`). Without it a spec with a schedule is refused.
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
+import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,8 +244,28 @@ class Workload(ABC):
         return type(self).train_wsd is not Workload.train_wsd
 
 
+def _import_problem(err: BaseException) -> str:
+    """One line on why importing a module failed: the exception, and for a syntax error where."""
+    if isinstance(err, SyntaxError):
+        return f"syntax error in {err.filename}, line {err.lineno}: {err.msg}"
+    if isinstance(err, SystemExit):
+        return f"it called sys.exit({err.code!r}) while being imported"
+    where = ""
+    frames = traceback.extract_tb(err.__traceback__)
+    if frames:  # the innermost frame: the line of the workload's code that raised
+        where = f" at {frames[-1].filename}, line {frames[-1].lineno}"
+    lines = str(err).strip().splitlines() or [""]
+    message = lines[0] + (" ..." if len(lines) > 1 else "")
+    return f"{err.__class__.__name__}: {message}{where}"
+
+
 def resolve_workload(ref: str) -> type[Workload]:
-    """Import a workload class from a built-in name or 'package.module:Class'."""
+    """Import a workload class from a built-in name or 'package.module:Class'.
+
+    Whatever importing the module does (a syntax error, an exception, even `sys.exit()`) and
+    whatever is wrong with the class (not a Workload, abstract, no Config) becomes a
+    WorkloadError naming the module and the problem; nothing escapes as a traceback.
+    """
     path = BUILTIN_WORKLOADS.get(ref, ref)
     if ":" not in path:
         raise WorkloadError(
@@ -252,9 +274,31 @@ def resolve_workload(ref: str) -> type[Workload]:
     module_name, class_name = path.split(":", 1)
     try:
         module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise WorkloadError(f"workload {ref!r}: cannot import module {module_name!r} ({err})") from None
+    except ModuleNotFoundError as err:
+        if err.name and (module_name + ".").startswith(err.name + "."):  # the module itself is missing
+            raise WorkloadError(f"workload {ref!r}: cannot import module {module_name!r} (no module named {err.name!r})") from None
+        raise WorkloadError(f"workload {ref!r}: importing {module_name!r} failed: {_import_problem(err)}") from None
+    except (Exception, SystemExit) as err:  # a workload module is user code: contain all of it but Ctrl-C
+        raise WorkloadError(f"workload {ref!r}: importing {module_name!r} failed: {_import_problem(err)}") from None
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Workload)):
         raise WorkloadError(f"workload {ref!r}: {class_name!r} in {module_name!r} is not a Workload subclass")
+    config = getattr(cls, "Config", None)
+    if not (isinstance(config, type) and issubclass(config, BaseModel)):
+        raise WorkloadError(f"workload {ref!r}: {class_name} has no Config (a pydantic model of its parameters)")
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(cls.__abstractmethods__))
+        raise WorkloadError(f"workload {ref!r}: {class_name} is abstract; it must implement {missing}")
+    for attribute in ("model_size_param", "data_size_param"):
+        if not isinstance(getattr(cls, attribute, None), str):
+            raise WorkloadError(f"workload {ref!r}: {class_name} does not set {attribute} (the Config field of its size)")
     return cls
+
+
+def make_workload(ref: str) -> Workload:
+    """An instance of the workload `ref` names; its constructor is user code too, and contained."""
+    cls = resolve_workload(ref)
+    try:
+        return cls()
+    except (Exception, SystemExit) as err:
+        raise WorkloadError(f"workload {ref!r}: {cls.__name__}() failed: {_import_problem(err)}") from None

@@ -11,9 +11,17 @@ Only this package imports mlflow.
 | recorder | off-thread, batched recording of trials as they start and end |
 """
 
-from orchestrator.tracking.client import TrackingUnavailable
+from orchestrator.tracking.client import ArtifactUploadFailed, TrackingRefused, TrackingUnavailable
 from orchestrator.tracking.reads import SweepReader
 from orchestrator.tracking.recorder import TrialRecorder
 from orchestrator.tracking.store import SweepStore, is_terminal
 
-__all__ = ["SweepReader", "SweepStore", "TrackingUnavailable", "TrialRecorder", "is_terminal"]
+__all__ = [
+    "ArtifactUploadFailed",
+    "SweepReader",
+    "SweepStore",
+    "TrackingRefused",
+    "TrackingUnavailable",
+    "TrialRecorder",
+    "is_terminal",
+]

@@ -21,7 +21,15 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
 from orchestrator.tracking import schema
-from orchestrator.tracking.client import TrackingUnavailable, is_remote, open_client, sqlite_path
+from orchestrator.tracking.client import (
+    ArtifactUploadFailed,
+    TrackingUnavailable,
+    first_line,
+    is_remote,
+    open_client,
+    shown,
+    sqlite_path,
+)
 
 # Calls in flight at once against a tracking server (MLflow's HTTP pool keeps 10 connections).
 SERVER_CONCURRENCY = 8
@@ -119,7 +127,7 @@ class SweepStore:
             except TrackingUnavailable:
                 raise
             except Exception as err:  # any store failure here means nothing can be recorded
-                raise TrackingUnavailable(f"cannot open MLflow experiment at {self.tracking_uri}: {err}") from err
+                raise TrackingUnavailable(f"cannot open MLflow experiment at {shown(self.tracking_uri)}: {first_line(err)}") from err
         return self._experiment_id
 
     def find_sweeps(self, name: str) -> list[str]:
@@ -379,9 +387,11 @@ class SweepStore:
             table.to_parquet(path, index=False)
             try:
                 self.client.log_artifact(parent_run_id, str(path), HISTORY_ARTIFACT_DIR)
+            except ArtifactUploadFailed as err:  # e.g. a read-only artifact store: the runs' metrics are the record
+                log.warning("could not upload the compact history of %d trials (%s); reads will use their runs' metrics", len(finished), err)
             except TrackingUnavailable:
                 raise
-            except Exception as err:  # e.g. a read-only artifact store: the runs' metrics are the record
+            except Exception as err:
                 log.warning("could not upload the compact history of %d trials (%s); reads will use their runs' metrics", len(finished), err)
 
     # -- artifacts -----------------------------------------------------------------------------
