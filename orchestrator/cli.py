@@ -361,7 +361,8 @@ def report(
     check_writable_folder(target, "--out")
     sweep_ = Sweep(spec)
     try:
-        written = sweep_.report(target, n_boot=n_boot, formats=tuple(formats), upload=False, **options)
+        fits = sweep_.fit(n_boot=n_boot, log=False, **options)
+        written = sweep_.report(target, n_boot=n_boot, formats=tuple(formats), fits=fits, upload=False)
     except FitError as e:
         raise fail(str(e), EXIT_TRIALS_FAILED) from None
     except OSError as error:  # the tracking store's own errors arrive typed; this is the report's files
@@ -371,7 +372,8 @@ def report(
     for path in written:
         out.print(f"wrote {path}")
     out.print(f"open {target.resolve() / 'report.html'} in a browser (works offline)")
-    try:
+    try:  # the fits and the files together, once both are complete
+        sweep_.log_fits(fits)
         sweep_.upload_report(target)
     except ArtifactUploadFailed as e:
         raise fail(f"the report files above are not stored on the sweep's run: {e}", EXIT_UNREACHABLE) from None

@@ -559,19 +559,23 @@ class Sweep:
     ) -> list[Path]:
         """Write the report files to out_dir and (with `upload`) log them under 'report/' on the sweep's parent run.
 
-        The pictures draw `fits` (computed here with `self.fit(n_boot, **fit_options)`, which logs
-        fits/fits.json, when not given) and the finished trials and their per-epoch history; the
-        report does no analysis of its own.
+        The pictures draw `fits` and the finished trials and their per-epoch history; the report does
+        no analysis of its own. Without `fits` it computes them (`self.fit(n_boot, **fit_options)`)
+        and, with `upload`, logs them as fits/fits.json beside the files: only once every file is
+        written, so a report that fails halfway leaves the sweep's run as it was.
         """
         from dashboards import Labels, write_report
 
-        if fits is None:
-            fits = self.fit(n_boot=n_boot, **fit_options)
+        computed = fits is None
+        if computed:
+            fits = self.fit(n_boot=n_boot, log=False, **fit_options)
         trials = self.results()
         history = self.history(trials, tuple(dict.fromkeys(("train_error", fits.metric))))
         labels = Labels.of(self.workload, fits)
         written = write_report(trials, fits, out_dir, title=self.spec.name, history=history, labels=labels, formats=formats)
         if upload:
+            if computed:
+                self.log_fits(fits)
             self.upload_report(out_dir)
         return written
 
