@@ -38,8 +38,10 @@ postgres:
 		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }; \
 	else echo "make postgres: no PostgreSQL and no root apt-get; the PostgreSQL tests will fail until it is installed" >&2; fi
 
+# Two pytest workers: most tests wait on servers, Ray and subprocesses, so two share 2 cores well.
+TEST_WORKERS ?= 2
 test: setup browser postgres
-	SCALESWEEP_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q
+	SCALESWEEP_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) scalesweep.db mlartifacts reports

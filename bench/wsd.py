@@ -184,10 +184,12 @@ def report(scratch: Side, wsd: Side, args) -> None:
     for side in (scratch, wsd):
         if side.fit is None:
             print(f"{side.name:<14}not fitted: {side.fit_error}")
+        elif not side.fit.identified:  # the data cannot carry the law: no numbers, the reason
+            print(f"{side.name:<14}{side.fit.identification.status}")
         else:
             row = "".join(f"{interval(side.fit, k):>26}" for k in ("alpha", "beta", "a"))
             print(f"{side.name:<14}{row}{side.fit.rmse_log:>11.4f}")
-    if scratch.fit is not None and wsd.fit is not None:
+    if all(side.fit is not None and side.fit.identified for side in (scratch, wsd)):
         agree = {k: overlap(scratch.fit, wsd.fit, k) for k in ("alpha", "beta", "a")}
         print("CIs overlap: " + ", ".join(f"{k} {'yes' if ok else 'NO'}" for k, ok in agree.items()))
         for side in (scratch, wsd):

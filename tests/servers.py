@@ -44,6 +44,11 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 180) ->
     raise RuntimeError(f"mlflow server at {url} not healthy after {timeout_s} s")
 
 
+# MLflow 3's server also starts a job runner and a Huey consumer (for its GenAI jobs) unless told
+# not to: two more processes per server, which nothing here uses.
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 class MlflowServer:
     """An `mlflow server` subprocess on 127.0.0.1, its backend a SQLite file in `root` or the database
     `backend_uri` names; can be stopped and restarted."""
@@ -64,7 +69,8 @@ class MlflowServer:
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
         ]  # fmt: skip
         log = open(self.root / "server.log", "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env = {**os.environ, **SERVER_ENV}
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         wait_healthy(self.url, self.process)
 
     def stop(self) -> None:

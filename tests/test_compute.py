@@ -57,7 +57,7 @@ def budget_spec(budgets, sizes=(16, 32), **params) -> dict:
 
 
 def test_compute_budgets_give_each_trial_d_equal_c_over_6n():
-    spec = parse_spec(budget_spec(["1e9", 3e9]))  # YAML reads 1e9 as a string; the spec takes it as FLOPs
+    spec = parse_spec(budget_spec([1e9, 3e9]))
     trials = expand_grid(spec)
     assert spec.grid_size == len(trials) == 4
     for trial in trials:

@@ -27,6 +27,8 @@ def test_benchmark_smoke_runs_compare_scalesweep_with_ray_tune():
     assert set(mean_error) == {"ray tune", "scalesweep"}, out
     assert abs(mean_error["ray tune"] - mean_error["scalesweep"]) < 0.01
 
+
+def test_overhead_benchmark_smoke_run_times_each_way_of_running_trials():
     out = run_bench("noop_overhead.py")
     for row in ("scheduler only", "scalesweep single", "scalesweep pack", "ray tune"):
         assert row in out, out
