@@ -24,7 +24,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -34,8 +34,7 @@ from typer.core import TyperGroup
 
 from orchestrator import sweep
 from orchestrator.progress import counts_table, results_table
-from orchestrator.fit import FitError, SweepFits
-from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
+from orchestrator.fit.common import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL, FitError
 from orchestrator.driver import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 from orchestrator.redact import redact_secrets
 from orchestrator.spec import SpecError, SweepSpec, load_spec
@@ -44,6 +43,9 @@ from orchestrator.sweep import Sweep
 from orchestrator.tracking import ArtifactUploadFailed, TrackingUnavailable
 from orchestrator.tracking.lease import SweepLocked
 from workloads.api import WorkloadError
+
+if TYPE_CHECKING:
+    from orchestrator.fit import SweepFits
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
 DEMO_SPEC = Path(__file__).resolve().parent.parent / "examples" / "mnist1d_demo.yaml"

@@ -22,19 +22,21 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 
 from orchestrator import results
-from orchestrator.fit import SweepColumns, SweepFits, fit_trials
-from orchestrator.fit.double_descent import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
+from orchestrator.fit.common import DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL
 from orchestrator.grid import Trial, expand_grid, load_workload
 from orchestrator.spec import SpecError, SweepSpec, load_spec
 from orchestrator.driver import Terminated, interruption
 from orchestrator.tracking import SweepReader, SweepStore, TrackingUnavailable, TrialRecorder
 from orchestrator.tracking import schema
 from orchestrator.tracking.lease import Lease, SweepLocked, describe
+
+if TYPE_CHECKING:  # the fits load scipy: imported where a fit runs, not by run or status
+    from orchestrator.fit import SweepFits
 
 log = logging.getLogger(__name__)
 
@@ -531,6 +533,8 @@ class Sweep:
         runs = self.runs()
         trials = self.results(runs)
         history = self.history(trials, (metric, "train_error")) if epoch_wise and not trials.empty else None
+        from orchestrator.fit.sweep_fits import SweepColumns, fit_trials
+
         columns = SweepColumns.of(self.workload, list(self.spec.axes))
         fits = fit_trials(
             trials, history, metric=metric, n_boot=n_boot, train_tol=train_tol, min_rise=min_rise, columns=columns, envelope=envelope, n_params=n_params

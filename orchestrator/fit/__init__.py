@@ -17,43 +17,49 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import importlib
+from typing import TYPE_CHECKING
 
-from orchestrator.fit.allocation import ComputeOptimalFit
-from orchestrator.fit.double_descent import DoubleDescentResult, detect_double_descent, double_descent_curves
-from orchestrator.fit.envelope import Envelope, best_per_cell
-from orchestrator.fit.extrapolation import ExtrapolationResult, held_out_extrapolation
-from orchestrator.fit.goodness import GoodnessOfFit
-from orchestrator.fit.guards import Identification
-from orchestrator.fit.isoflop import IsoFLOPFit, IsoFLOPProfile, fit_isoflop
-from orchestrator.fit.joint import JointFit, fit_joint_law
-from orchestrator.fit.power_law import FitError, PowerLawFit, fit_power_law
-from orchestrator.fit.sweep_fits import SweepColumns, SweepFits, fit_trials, per_axis_power_laws
+from orchestrator.fit.common import FitError
 
-__all__ = [
-    "ComputeOptimalFit",
-    "DoubleDescentResult",
-    "Envelope",
-    "ExtrapolationResult",
-    "FitError",
-    "GoodnessOfFit",
-    "Identification",
-    "IsoFLOPFit",
-    "IsoFLOPProfile",
-    "JointFit",
-    "PowerLawFit",
-    "SweepColumns",
-    "SweepFits",
-    "best_per_cell",
-    "detect_double_descent",
-    "double_descent_curves",
-    "fit_error_vs_size",
-    "fit_isoflop",
-    "fit_joint_law",
-    "fit_power_law",
-    "fit_trials",
-    "held_out_extrapolation",
-]
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from orchestrator.fit.power_law import PowerLawFit
+
+# Each name's module, imported on first use: scipy loads only when something is fitted.
+_WHERE = {
+    "ComputeOptimalFit": "allocation",
+    "DoubleDescentResult": "double_descent",
+    "detect_double_descent": "double_descent",
+    "double_descent_curves": "double_descent",
+    "Envelope": "envelope",
+    "best_per_cell": "envelope",
+    "ExtrapolationResult": "extrapolation",
+    "held_out_extrapolation": "extrapolation",
+    "GoodnessOfFit": "goodness",
+    "Identification": "guards",
+    "IsoFLOPFit": "isoflop",
+    "IsoFLOPProfile": "isoflop",
+    "fit_isoflop": "isoflop",
+    "JointFit": "joint",
+    "fit_joint_law": "joint",
+    "PowerLawFit": "power_law",
+    "fit_power_law": "power_law",
+    "SweepColumns": "sweep_fits",
+    "SweepFits": "sweep_fits",
+    "fit_trials": "sweep_fits",
+    "per_axis_power_laws": "sweep_fits",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"orchestrator.fit.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'orchestrator.fit' has no attribute {name!r}")
+
+
+__all__ = ["FitError", "fit_error_vs_size", *_WHERE]
 
 
 def fit_error_vs_size(
@@ -67,6 +73,8 @@ def fit_error_vs_size(
 
     Returns the fits and one message per group that could not be fitted (and why).
     """
+    from orchestrator.fit.sweep_fits import per_axis_power_laws
+
     if trials.empty or metric not in trials:
         return [], [f"no finished trials with metric {metric!r}"]
     return per_axis_power_laws(trials, metric, size_col, group_col, n_boot)

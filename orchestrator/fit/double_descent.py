@@ -32,11 +32,8 @@ import pandas as pd
 from scipy import stats
 
 from orchestrator.fit.bootstrap import DEFAULT_CI_LEVEL
-from orchestrator.fit.power_law import FitError
+from orchestrator.fit.common import DEFAULT_ALPHA, DEFAULT_MIN_RISE, DEFAULT_TRAIN_TOL, FitError
 
-DEFAULT_TRAIN_TOL = 0.01
-DEFAULT_MIN_RISE = 0.02
-DEFAULT_ALPHA = 0.05
 MIN_CURVE_POINTS = 3
 MIN_TEST_SEEDS = 3
 

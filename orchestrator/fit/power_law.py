@@ -10,6 +10,7 @@ from scipy.optimize import least_squares
 
 from orchestrator.fit import guards
 from orchestrator.fit.bootstrap import percentile_ci, single_threaded_blas
+from orchestrator.fit.common import FitError
 from orchestrator.fit.goodness import GoodnessOfFit, log_rmse, loo_indices
 from orchestrator.fit.guards import Identification
 
@@ -21,10 +22,6 @@ MIN_FIT_DISTINCT = 3  # fewer distinct x and the three parameters cannot be solv
 MIN_DISTINCT = 4
 GRADIENT_TOL = 1e-6  # per point, on least_squares' first-order optimality
 BOOT_MAX_NFEV = 100
-
-
-class FitError(ValueError):
-    """The data cannot support the fit asked for (too few points, non-positive values...)."""
 
 
 @dataclass(frozen=True)
