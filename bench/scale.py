@@ -67,6 +67,7 @@ class KnownLaw(Workload):
     """Trains nothing: reports a known scaling law per epoch. Every trial shares one pack."""
 
     Config = KnownLawConfig
+    fit_metric = "test_loss"  # the law itself; test_error is clipped at 1 where the loss passes 10
     model_size_param = "n"
     data_size_param = "d"
 

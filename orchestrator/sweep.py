@@ -395,13 +395,6 @@ class Sweep:
 
     def _run_trials(self, address: str | None, num_cpus: int | None, progress: bool, lease: Lease, reclaim_signals) -> SweepOutcome:
         """Settle what earlier drivers left, then train what is not finished; the parent run is open."""
-        import ray
-
-        from orchestrator.driver import start_reaper
-        from orchestrator.pack import make_packs
-        from orchestrator.progress import SweepProgress
-        from orchestrator.scheduler import Scheduler, check_shared_directory, connect
-
         started = time.perf_counter()
         spec, store, parent = self.spec, self.store, self._parent_run_id
         runs = self.reader.runs()
@@ -415,7 +408,14 @@ class Sweep:
         todo = [t for t in self.trials if t.key not in finished]
         outcome = SweepOutcome(parent, len(self.trials), len(self.trials) - len(todo))
         if not todo:
-            return outcome
+            return outcome  # a rerun with nothing to do neither imports nor starts Ray
+
+        import ray
+
+        from orchestrator.driver import start_reaper
+        from orchestrator.pack import make_packs
+        from orchestrator.progress import SweepProgress
+        from orchestrator.scheduler import Scheduler, check_shared_directory, connect
 
         local = address is None and not ray.is_initialized()
         connect(address, num_cpus)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -38,7 +39,8 @@ def percentile_ci(samples: np.ndarray, level: float = DEFAULT_CI_LEVEL) -> tuple
     """Percentile interval along axis 0, ignoring resamples that failed (NaN rows)."""
     samples = np.asarray(samples, dtype=float)
     tail = (1 - level) / 2 * 100
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column of failed resamples only: NaN, said elsewhere
         lo, hi = np.nanpercentile(samples, [tail, 100 - tail], axis=0)
     return lo, hi
 

@@ -151,7 +151,7 @@ class DoubleDescentResult:
             "p_right": self.p_right,
             "test": self.test,
             "alpha": self.alpha,
-            "curve": self.curve.replace({np.nan: None}).to_dict(orient="list"),
+            "curve": {name: [None if v != v else v for v in values.tolist()] for name, values in self.curve.items()},  # NaN: null
         }
 
 

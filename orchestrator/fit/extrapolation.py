@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from orchestrator.fit.bootstrap import bootstrap_jobs
 from orchestrator.fit.joint import JointFit, fit_joint_law
 from orchestrator.fit.power_law import FitError, PowerLawFit, fit_power_law
 
@@ -117,7 +118,10 @@ def held_out_extrapolation(
     if small.empty or large.empty:
         raise FitError(f"{label}: the threshold {threshold_col}={threshold:.4g} leaves no trials on one side")
     if law == "joint":
-        fit = fit_joint_law(small[size_col], small[data_col], small[y], n_boot=n_boot, y_name=y, label=label, goodness=False)
+        fit = fit_joint_law(
+            small[size_col], small[data_col], small[y], n_boot=n_boot, y_name=y, label=label, goodness=False,
+            n_jobs=bootstrap_jobs(len(small), n_boot),
+        )  # fmt: skip
         predicted = fit.predict(large[size_col].to_numpy(float), large[data_col].to_numpy(float))
     else:
         fit = fit_power_law(small[threshold_col], small[y], n_boot=n_boot, x_name=threshold_col, y_name=y, label=label)

@@ -108,18 +108,26 @@ class PowerLawFit:
 
 
 def _fit_once(logx: np.ndarray, logy: np.ndarray, starts: list[np.ndarray], max_nfev: int | None = None):
-    """Best of several least-squares fits of theta = (ln E, ln A', alpha) on ln L residuals: (solution, its start)."""
+    """Best of several least-squares fits of theta = (ln E, ln A', alpha) on ln L residuals: (solution, its start).
+
+    Points at one x share the law's value there: the residuals are one per distinct x, sqrt(count) x
+    (law - mean ln y), whose sum of squares differs from the points' by a constant (the spread of ln y
+    within each x), so the optimum, gradient and optimality are the same at a fraction of the cost.
+    """
+    cells, of_point, counts = np.unique(logx, return_inverse=True, return_counts=True)
+    means = np.bincount(of_point.ravel(), logy) / counts
+    root = np.sqrt(counts)
 
     def residuals(theta):
         e, a, alpha = theta
-        return np.logaddexp(e, a - alpha * logx) - logy
+        return root * (np.logaddexp(e, a - alpha * cells) - means)
 
     def jacobian(theta):
         # d ln(E + A' x^-alpha) / d(ln E, ln A', alpha): the two terms' shares of L, the second times -ln x.
         e, a, alpha = theta
-        power = a - alpha * logx
+        power = a - alpha * cells
         share = np.exp(power - np.logaddexp(e, power))
-        return np.stack([1.0 - share, share, -logx * share], axis=1)
+        return np.stack([1.0 - share, share, -cells * share], axis=1) * root[:, None]
 
     best, best_start = None, None
     for start in starts:

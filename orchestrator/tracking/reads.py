@@ -5,10 +5,11 @@ will: `$SCALESWEEP_CACHE/tracking`, default ~/.cache/scalesweep/tracking):
 
 - Runs. The first read searches every child run (search_runs pages of 50,000); later reads ask only
   for what can have changed since: runs RUNNING now, runs that ended since the newest end seen (less
-  END_TIME_MARGIN_MS for calls in flight), runs that were RUNNING in the cache and are not any more,
+  END_TIME_MARGIN_MS for a clock that steps back), runs that were RUNNING in the cache and are not any more,
   and the deleted ones (a run deleted or restored in the MLflow UI is seen). Keyed by run id
-  and run status, so a resume, a rerun or a changed spec never leaves it stale. A different driver
-  on the parent run (its lease tag) rebuilds it, so two machines' clocks never meet in one watermark.
+  and run status, so a resume, a rerun or a changed spec never leaves it stale. When another driver
+  has taken the sweep on (its lease tag), the read goes back to that driver's start, which its own
+  clock stamped: drivers' clocks need only agree within END_TIME_MARGIN_MS, as NTP keeps them.
 - Histories. Each recorder round leaves its finished trials' per-epoch metrics on the parent run as
   one Parquet file (SweepStore.HISTORY_ARTIFACT_DIR); files are immutable, so each is downloaded
   once. FINISHED runs no file covers (a failed upload, an older scalesweep) are read with bulk metric
@@ -29,15 +30,16 @@ import pandas as pd
 from mlflow.entities import ViewType
 
 from orchestrator.tracking import schema
-from orchestrator.tracking.lease import DRIVER_TAG
+from orchestrator.tracking.lease import DRIVER_TAG, Holder
 from orchestrator.tracking.store import SweepStore
 
 CACHE_FORMAT = 1
-# A run that appeared after the last read ended after it was created, and its create call took its
-# timestamp before it committed: ends this close to the newest one seen are read again, which covers
-# a create that was in flight that long across the last read (runs already seen RUNNING are followed
-# by id, whatever their end time).
-END_TIME_MARGIN_MS = 15_000
+# Ends since the newest one seen are enough: a run the last read did not see committed its create
+# after that read, so its end, stamped later still by the same driver's clock, is newer than any end
+# that read saw (a run seen RUNNING is followed by id, whatever its end time). The margin covers the
+# driver's clock stepping back a little (NTP); a wide one would re-read every run of a sweep whose
+# trials end close together (5000 no-op trials end within 20 s).
+END_TIME_MARGIN_MS = 2_000
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +76,18 @@ class SweepReader:
         cached, meta = None, {}
         try:
             meta = json.loads(meta_path.read_text())
-            if meta.get("format") == CACHE_FORMAT and meta.get("driver") == driver:
+            if meta.get("format") == CACHE_FORMAT:
                 cached = pd.read_parquet(path)
         except (OSError, ValueError) as err:
             log.debug("no usable run cache in %s (%s): reading every run", self.cache_dir, err)
-        runs = self._full_read() if cached is None else self._refresh(cached, meta.get("watermark"))
+        watermark = meta.get("watermark")
+        if cached is not None and meta.get("driver") != driver:
+            # Another driver took the sweep on since: everything it wrote (new runs, and old ones it
+            # ended again: duplicates marked, half-logged runs replaced) carries its clock, from its start.
+            holder = Holder.parse(driver)
+            started = holder.started_ms if holder is not None and holder.started_ms else None
+            watermark = None if watermark is None or started is None else min(watermark, started)
+        runs = self._full_read() if cached is None else self._refresh(cached, watermark)
         _atomic_parquet(runs, path)
         meta_path.write_text(json.dumps({"format": CACHE_FORMAT, "driver": driver, "watermark": _watermark(runs)}))
         self._runs = runs
