@@ -1,7 +1,7 @@
 """Sweeps of thousands of trials: run, status, fit, report and rerun, timed with their peak memory.
 
 Generates sweeps of N no-op trials of a known law (L = E + A/N^alpha + B/D^beta plus 1% noise,
-reached over 20 epochs, 4 metrics per epoch; packed, so Ray's share is small) and times each step
+reached over 20 epochs, 4 metrics per epoch; packed one model size a pack, so Ray's share is small) and times each step
 as a user runs it, one `scalesweep` process per step (interpreter start included), with that
 process's peak RSS, for:
   sqlite      a SQLite file, MLflow in-process
@@ -64,7 +64,7 @@ def known_law_history(config: KnownLawConfig) -> list[dict[str, float]]:
 
 
 class KnownLaw(Workload):
-    """Trains nothing: reports a known scaling law per epoch. Every trial shares one pack."""
+    """Trains nothing: reports a known scaling law per epoch. The trials of one model size share a pack."""
 
     Config = KnownLawConfig
     fit_metric = "test_loss"  # the law itself; test_error is clipped at 1 where the loss passes 10
@@ -79,7 +79,7 @@ class KnownLaw(Workload):
             reporter.report(**row)
 
     def pack_key(self, config: KnownLawConfig) -> Hashable:
-        return "law"
+        return config.n  # one model size per pack, as the real workloads pack one model shape
 
     def train_pack(self, configs: Sequence[KnownLawConfig], reporters: Sequence[Reporter]) -> None:
         for config, reporter in zip(configs, reporters):

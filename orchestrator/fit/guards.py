@@ -144,3 +144,17 @@ def flat_term(what: str, drop: float, tol: float = 1e-3) -> str | None:
     if not drop > tol:
         return f"{what} changes the loss by {drop:.1e} (ln) over the sampled range: no dependence to measure"
     return None
+
+
+def bootstrap_checks(
+    ci: Mapping[str, tuple[float, float]], rmse: float, exponents: Iterable[str], y_min: float, n_boot: int, n_ok: int, needs: str
+) -> tuple[list[str | None], list[str | None]]:
+    """(problems, caveats) of a law's bootstrap CIs: none degenerate, its exponents' CIs plausible,
+    E's CI clear of its bound 0, and most resamples fitted (`needs`: what a resample must hold)."""
+    if not n_boot:
+        return [], ["no bootstrap: CIs not computed"]
+    problems = [degenerate_ci(ci, rmse), *(ci_implausible(name, ci[name]) for name in exponents)]
+    if ci["E"][0] < E_FLOOR_FRACTION * y_min:
+        problems.append(f"the CI of E [{ci['E'][0]:.2g}, {ci['E'][1]:.3g}] reaches its bound 0: the floor is not pinned")
+    caveats = [f"only {n_ok} of {n_boot} resamples had {needs} to fit"] if n_ok < 0.9 * n_boot else []
+    return problems, caveats

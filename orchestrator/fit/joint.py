@@ -313,19 +313,8 @@ def _identify(N, D, y, run, start, point, ci, n_boot, n_ok) -> Identification:
         guards.implausible("alpha", alpha),
         guards.implausible("beta", beta),
     ]
-    caveats = []
-    if n_boot:
-        problems += [
-            guards.degenerate_ci(ci, rmse),
-            guards.ci_implausible("alpha", ci["alpha"]),
-            guards.ci_implausible("beta", ci["beta"]),
-        ]
-        if ci["E"][0] < guards.E_FLOOR_FRACTION * float(y.min()):
-            problems.append(f"the CI of E [{ci['E'][0]:.2g}, {ci['E'][1]:.3g}] reaches its bound 0: the floor is not pinned")
-        if n_ok < 0.9 * n_boot:
-            caveats.append(f"only {n_ok} of {n_boot} resamples had {MIN_DISTINCT}+ distinct N and D to fit")
-    else:
-        caveats.append("no bootstrap: CIs not computed")
+    ci_problems, caveats = guards.bootstrap_checks(ci, rmse, ("alpha", "beta"), float(y.min()), n_boot, n_ok, f"{MIN_DISTINCT}+ distinct N and D")
+    problems += ci_problems
     problems.append(guards.not_converged(success, gradient, GRADIENT_TOL * len(y) * HUBER_DELTA, message))
     return guards.identification(problems, caveats)
 

@@ -227,18 +227,8 @@ def _identify(x, y, sol, start, point, ci, n_boot, n_ok, x_name) -> Identificati
         guards.on_bound("ln A", float(sol.x[1]), LOWER[1], UPPER[1]),
         guards.implausible("alpha", alpha),
     ]
-    caveats = []
-    if n_boot:
-        problems += [
-            guards.degenerate_ci(ci, rmse),
-            guards.ci_implausible("alpha", ci["alpha"]),
-        ]
-        if ci["E"][0] < guards.E_FLOOR_FRACTION * float(y.min()):
-            problems.append(f"the CI of E [{ci['E'][0]:.2g}, {ci['E'][1]:.3g}] reaches its bound 0: the floor is not pinned")
-        if n_ok < 0.9 * n_boot:
-            caveats.append(f"only {n_ok} of {n_boot} resamples had {MIN_FIT_DISTINCT}+ distinct {x_name} to fit")
-    else:
-        caveats.append("no bootstrap: CIs not computed")
+    ci_problems, caveats = guards.bootstrap_checks(ci, rmse, ("alpha",), float(y.min()), n_boot, n_ok, f"{MIN_FIT_DISTINCT}+ distinct {x_name}")
+    problems += ci_problems
     # Last: drifting along a flat direction (E toward 0, say) is usually already named above.
     problems.append(guards.not_converged(sol.status > 0, float(sol.optimality), GRADIENT_TOL * len(x), sol.message))
     return guards.identification(problems, caveats)
