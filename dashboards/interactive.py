@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 
 from dashboards.curves import Curve
 from dashboards.labels import DEFAULT_LABELS, Labels, si
-from dashboards.plots import group_values, mean_grid
+from dashboards.plots import group_values, mean_grid, panel_groups
 
 TEMPLATE = "plotly_white"
 
@@ -117,10 +117,13 @@ def epoch_heatmap_figure(
     labels: Labels = DEFAULT_LABELS,
 ) -> go.Figure:
     """`value` over model size x epoch, one panel (one Heatmap trace) per group, one colour scale."""
-    groups = sorted(history[group_col].unique())
+    every = sorted(history[group_col].unique())
+    groups = panel_groups(every)
     fig = make_subplots(
         1, len(groups), shared_yaxes=True, horizontal_spacing=0.04, subplot_titles=[f"{group_label or group_col} = {si(g)}" for g in groups]
     )
+    if len(groups) < len(every):
+        title += f" ({len(groups)} of {len(every)} {group_label or group_col} values)"
     for i, group in enumerate(groups, start=1):
         grid = mean_grid(history[history[group_col] == group], size_col, epoch_col, value)
         fig.add_trace(

@@ -147,7 +147,8 @@ def epoch_heatmaps(
 
     All panels share one colour scale so they can be compared.
     """
-    groups = sorted(history[group_col].unique())
+    every = sorted(history[group_col].unique())
+    groups = panel_groups(every)
     fig = Figure(figsize=(4.2 * len(groups) + 1.2, 4.6), layout="constrained")
     axes = fig.subplots(1, len(groups), sharey=True, squeeze=False)
     vmin, vmax = history[value].min(), history[value].max()
@@ -161,8 +162,21 @@ def epoch_heatmaps(
         if ax is not axes[0][0]:
             ax.set_ylabel("")
     fig.colorbar(mesh, ax=axes[0].tolist(), label=labels(value), pad=0.01)
-    fig.suptitle(title or f"{labels(value)} over model size and epoch", fontsize=11, x=0.01, ha="left", fontweight="bold")
+    shown = "" if len(groups) == len(every) else f" ({len(groups)} of {len(every)} {group_label or group_col} values)"
+    fig.suptitle((title or f"{labels(value)} over model size and epoch") + shown, fontsize=11, x=0.01, ha="left", fontweight="bold")
     return fig
+
+
+MAX_PANELS = 6
+
+
+def panel_groups(groups) -> list:
+    """The groups an epoch heatmap gives a panel: all of them up to MAX_PANELS, else MAX_PANELS spread
+    evenly from the first to the last (a row of 40 panels shows nothing and makes a huge picture)."""
+    groups = sorted(groups)
+    if len(groups) <= MAX_PANELS:
+        return groups
+    return [groups[i] for i in np.unique(np.linspace(0, len(groups) - 1, MAX_PANELS).round().astype(int))]
 
 
 def group_values(df: pd.DataFrame, group: str | None) -> list:

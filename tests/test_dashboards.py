@@ -235,3 +235,17 @@ def test_a_report_of_a_sweep_without_finished_trials_is_refused(trials):
     empty = pd.DataFrame(columns=trials.columns)
     with pytest.raises(ValueError, match="no finished trials"):
         report_pictures(empty, fit_trials(trials, n_boot=0), SWEEP)
+
+
+def test_an_epoch_heatmap_of_many_data_sizes_draws_six_spread_from_first_to_last():
+    import pandas as pd
+
+    from dashboards.interactive import epoch_heatmap_figure
+    from dashboards.plots import panel_groups
+
+    assert panel_groups(range(40)) == [0, 8, 16, 23, 31, 39] and panel_groups([3, 1, 2]) == [1, 2, 3]
+    history = pd.DataFrame(
+        [{"n_params": n, "n_samples": d, "epoch": e, "test_error": 0.5 / e} for n in (10, 100) for d in range(1, 41) for e in (1, 2, 3)]
+    )
+    fig = epoch_heatmap_figure(history, "n_params", "n_samples", "test_error", "many")
+    assert len(fig.data) == 6 and "(6 of 40 n_samples values)" in fig.layout.title.text
