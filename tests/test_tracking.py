@@ -109,19 +109,26 @@ class SlowStore:
 def test_recorder_behind_a_stream_of_short_trials_ends_runs_as_it_goes_and_logs_params_once(toy_spec):
     from orchestrator import parse_spec
 
-    trials = expand_grid(parse_spec({**toy_spec, "name": "stream", "axes": {"n": list(range(1, 201)), "d": [100]}}))
+    trials = expand_grid(parse_spec({**toy_spec, "name": "stream", "axes": {"n": list(range(1, 2001)), "d": [100]}}))
     store = SlowStore(seconds_per_trial=0.002)
     recorder = TrialRecorder(store, "parent", window_s=0.05)
-    for trial in trials:  # one-trial packs that end at once, a little faster than they are recorded
+    fed = []
+    # One-trial packs that end at once, a little faster than they are recorded, fed until three
+    # rounds have ended: a recorder that gathered while its queue kept filling would end none before
+    # the stream ran dry, however slow or busy the machine.
+    for trial in trials:
         recorder.started([trial])
         recorder.finished(trial, TrialResult(trial.key, "finished", [{"epoch": 1, "test_loss": 1.0}]))
+        fed.append(trial)
+        if len(store.finish_batches) >= 3:
+            break
         time.sleep(0.002)
     recorder.close()
 
+    assert len(fed) < len(trials), "no runs were ended while trials kept arriving"
     ended = [run_id for batch in store.finish_batches for run_id in batch]
-    assert sorted(ended) == sorted(f"run-{t.key}" for t in trials)
-    assert len(store.finish_batches) > 2 and max(map(len, store.finish_batches)) < len(trials) / 2
-    assert sorted(store.params_logged) == sorted(t.key for t in trials)  # each exactly once
+    assert sorted(ended) == sorted(f"run-{t.key}" for t in fed)  # each exactly once
+    assert sorted(store.params_logged) == sorted(t.key for t in fed)
 
 
 # -- reading a sweep back ---------------------------------------------------------------------------
