@@ -292,15 +292,16 @@ def status(spec_path: Path = SpecArg, trials: bool = typer.Option(False, "--tria
 
 N_PARAMS_CHOICES = ("non_embedding", "with_embeddings")
 EnvelopeOpt = typer.Option(None, "--envelope", help="an axis (lr, batch_size...) whose best value per size the fits use; repeatable (default: the spec's fit.envelope)")
+SplitByOpt = typer.Option(None, "--split-by", help="an axis (weight_decay...) fitted apart: a law and a double-descent curve per value; repeatable (default: the spec's fit.split_by)")
 NParamsOpt = typer.Option(None, "--n-params", help="the parameter count N: non_embedding or with_embeddings (default: the spec's fit.n_params)")
 MetricOpt = typer.Option(None, help="the metric to fit (test_error, test_loss, ...; default: the workload's)")
 
 
-def fit_options(metric: Optional[str], envelope: Optional[list[str]], n_params: Optional[str]) -> dict:
+def fit_options(metric: Optional[str], envelope: Optional[list[str]], n_params: Optional[str], split_by: Optional[list[str]] = None) -> dict:
     """The analysis options `fit`, `report` and `demo` share; a bad one exits 2 before anything is read."""
     if n_params is not None and n_params not in N_PARAMS_CHOICES:
         raise fail(f"--n-params: {n_params!r} is not one of {', '.join(N_PARAMS_CHOICES)}", EXIT_BAD_INPUT)
-    return {"metric": metric, "envelope": envelope or None, "n_params": n_params}
+    return {"metric": metric, "envelope": envelope or None, "n_params": n_params, "split_by": split_by or None}
 
 
 @app.command()
@@ -312,6 +313,7 @@ def fit(
     min_rise: float = typer.Option(DEFAULT_MIN_RISE, help="smallest rise of a double-descent peak above both sides, relative to its height"),
     epoch_wise: bool = typer.Option(True, help="also look for epoch-wise double descent in each trial's history"),
     envelope: Optional[list[str]] = EnvelopeOpt,
+    split_by: Optional[list[str]] = SplitByOpt,
     n_params: Optional[str] = NParamsOpt,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="print every fit's full block instead of the tables"),
 ):
@@ -321,7 +323,7 @@ def fit(
     fits/fits.json to the sweep's parent run. A fit the data cannot carry says "not identified" and why.
     """
     spec = load_spec(spec_path)
-    options = fit_options(metric, envelope, n_params)
+    options = fit_options(metric, envelope, n_params, split_by)
     sweep_ = Sweep(spec)
     try:
         fits = sweep_.fit(n_boot=n_boot, train_tol=train_tol, min_rise=min_rise, epoch_wise=epoch_wise, log=False, **options)
@@ -349,6 +351,7 @@ def report(
     n_boot: int = typer.Option(200, help="bootstrap resamples for the fits' CIs and bands"),
     metric: Optional[str] = MetricOpt,
     envelope: Optional[list[str]] = EnvelopeOpt,
+    split_by: Optional[list[str]] = SplitByOpt,
     n_params: Optional[str] = NParamsOpt,
 ):
     """Fit the sweep once and draw it: heatmaps, double descent, scaling, IsoFLOP pictures and an interactive HTML page.
@@ -359,7 +362,7 @@ def report(
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad:
         raise fail(f"--format: {bad[0]!r} is not one of png, svg, pdf", EXIT_BAD_INPUT)
-    options = fit_options(metric, envelope, n_params)
+    options = fit_options(metric, envelope, n_params, split_by)
     target = out_dir or Path("reports") / spec.name
     check_writable_folder(target, "--out")
     sweep_ = Sweep(spec)

@@ -375,6 +375,10 @@ class FitOptions(_Strict):
     envelope: list[str] = Field(
         default_factory=list, description="axes (e.g. [lr]) whose best setting per size the fits use, instead of pooling every trial"
     )
+    split_by: list[str] = Field(
+        default_factory=list,
+        description="axes (e.g. [weight_decay]) fitted apart: a law and a double-descent curve per value, as for label noise",
+    )
     n_params: Literal["non_embedding", "with_embeddings"] = Field(
         default="non_embedding", description="which parameter count N the fits use, where the workload reports both"
     )
@@ -447,9 +451,13 @@ class SweepSpec(_Strict):
         both = sorted(set(self.axes) & set(self.params))
         if both:
             raise ValueError(f"params: {both} given both as axes and as fixed params; keep each in one place")
-        unknown = [a for a in self.fit.envelope if a not in self.axes]
-        if unknown:
-            raise ValueError(f"fit.envelope: {unknown[0]!r} is not an axis of this sweep (axes: {', '.join(self.axes)})")
+        for field in ("envelope", "split_by"):
+            unknown = [a for a in getattr(self.fit, field) if a not in self.axes]
+            if unknown:
+                raise ValueError(f"fit.{field}: {unknown[0]!r} is not an axis of this sweep (axes: {', '.join(self.axes)})")
+        both = sorted(set(self.fit.envelope) & set(self.fit.split_by))
+        if both:
+            raise ValueError(f"fit.split_by: {both[0]!r} is also in fit.envelope; an axis is either fitted apart or enveloped")
         if self.grid_size > MAX_TRIALS:
             raise ValueError(f"axes: the grid has {self.grid_size:,} trials; a sweep holds at most {MAX_TRIALS:,}")
         return self

@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 SPEC_HASH_TAG = "scalesweep.spec_hash"
 SPEC_IDENTITY_TAG = "scalesweep.spec"
 # What a spec's trials do not depend on: changing these never makes it another sweep.
-NOT_IDENTITY = ("name", "description", "tracking", "resources_per_trial", "execution")
+# Spec sections no trial depends on: changing them leaves the sweep the same sweep.
+NOT_IDENTITY = ("name", "description", "tracking", "resources_per_trial", "execution", "fit")
 
 
 class GridTooLarge(SpecError):
@@ -180,6 +181,11 @@ def check_identity(spec: SweepSpec, parent_tags: dict[str, str], extend: bool) -
         recorded = json.loads(parent_tags.get(SPEC_IDENTITY_TAG, "{}"))
     except ValueError:
         recorded = {}
+    if recorded:
+        # A sweep recorded when one of these sections still counted (its hash differs) is the same sweep.
+        recorded = {k: v for k, v in recorded.items() if k not in NOT_IDENTITY}
+        if recorded == spec_identity(spec):
+            return
     changes = spec_changes(recorded, spec_identity(spec)) or ["(the recorded spec could not be read back)"]
     if recorded.get("workload", spec.workload) != spec.workload:
         raise SpecError(
@@ -517,19 +523,22 @@ class Sweep:
         epoch_wise: bool = True,
         envelope: Sequence[str] | None = None,
         n_params: str | None = None,
+        split_by: Sequence[str] | None = None,
     ) -> SweepFits:
         """Every applicable fit of the sweep's finished trials; logs them as fits/fits.json to its parent run.
 
         Per-axis power laws, the joint L(N, D), IsoFLOP profiles, held-out extrapolation and double-descent
         verdicts per curve (see `orchestrator.fit.fit_trials`). metric: default the workload's fit_metric.
-        envelope: axes to take the best setting of per size ('lr'...); n_params: 'non_embedding' or
-        'with_embeddings'; both default to the spec's `fit:` section. Raises SpecError for an option the
+        envelope: axes to take the best setting of per size ('lr'...); split_by: axes to fit apart, a
+        law and a curve per value ('weight_decay'...); n_params: 'non_embedding' or 'with_embeddings';
+        all three default to the spec's `fit:` section. Raises SpecError for an option the
         sweep cannot take (before reading MLflow), FitError when nothing can be fitted.
         """
         metric = metric or self.workload.fit_metric
         envelope = tuple(self.spec.fit.envelope if envelope is None else envelope)
         n_params = n_params or self.spec.fit.n_params
-        check_fit_options(self.spec, self.trials, envelope, n_params)
+        split_by = tuple(self.spec.fit.split_by if split_by is None else split_by)
+        check_fit_options(self.spec, self.workload, self.trials, envelope, n_params, split_by)
         runs = self.runs()
         trials = self.results(runs)
         history = self.history(trials, (metric, "train_error")) if epoch_wise and not trials.empty else None
@@ -537,7 +546,8 @@ class Sweep:
 
         columns = SweepColumns.of(self.workload, list(self.spec.axes))
         fits = fit_trials(
-            trials, history, metric=metric, n_boot=n_boot, train_tol=train_tol, min_rise=min_rise, columns=columns, envelope=envelope, n_params=n_params
+            trials, history, metric=metric, n_boot=n_boot, train_tol=train_tol, min_rise=min_rise, columns=columns, envelope=envelope, n_params=n_params,
+            split_by=split_by,
         )
         diverged = sorted(schema.trial_keys(runs[schema.trial_statuses(runs) == "diverged"]))
         notes = list(fits.notes)
@@ -588,11 +598,19 @@ class Sweep:
         self.store.log_artifacts(self.parent_run_id, out_dir, "report")
 
 
-def check_fit_options(spec: SweepSpec, trials: list[Trial], envelope: Sequence[str], n_params: str) -> None:
+def check_fit_options(
+    spec: SweepSpec, workload, trials: list[Trial], envelope: Sequence[str], n_params: str, split_by: Sequence[str] = ()
+) -> None:
     """Fit options this sweep cannot take are bad input, found before MLflow is read."""
-    unknown = [a for a in envelope if a not in spec.axes]
-    if unknown:
-        raise SpecError(f"envelope: {unknown[0]!r} is not an axis of this sweep (axes: {', '.join(spec.axes)})")
+    for option, axes in (("envelope", envelope), ("split-by", split_by)):
+        unknown = [a for a in axes if a not in spec.axes]
+        if unknown:
+            raise SpecError(f"{option}: {unknown[0]!r} is not an axis of this sweep (axes: {', '.join(spec.axes)})")
+    sizes = {"seed"} | {getattr(workload, name, None) for name in ("model_size_param", "data_size_param")}
+    bad = [a for a in split_by if a in sizes or a in envelope]
+    if bad:
+        why = "is also enveloped" if bad[0] in envelope else "is a size or the seed, which every fit already spans"
+        raise SpecError(f"split-by: {bad[0]!r} {why}; split by another axis (weight_decay, lr...)")
     if n_params == "with_embeddings" and trials and trials[0].size.n_params_with_embeddings is None:
         raise SpecError(f"n_params: with_embeddings needs a parameter count with embeddings, which workload {spec.workload!r} does not report")
 
@@ -614,7 +632,7 @@ def sweep_status(spec: SweepSpec) -> SweepState:
 
 
 def fit_sweep(spec: SweepSpec, **options) -> SweepFits:
-    """Sweep(spec).fit(**options): n_boot, log, metric, train_tol, min_rise, epoch_wise, envelope, n_params."""
+    """Sweep(spec).fit(**options): n_boot, log, metric, train_tol, min_rise, epoch_wise, envelope, split_by, n_params."""
     return Sweep(spec).fit(**options)
 
 

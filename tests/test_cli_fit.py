@@ -77,16 +77,27 @@ def test_envelope_and_parameter_count_options(ray_local, write_spec, tmp_path):
     assert logged["n_params"] == {"convention": "with_embeddings", "column": "n_params_with_embeddings", "counts": "parameters including embeddings"}
     assert logged["envelope"]["axes"] == ["lr"] and len(logged["envelope"]["choices"]) == 12
 
+    apart = runner.invoke(app, ["fit", str(spec_path), "--n-boot", "20", "--split-by", "lr"])
+    assert apart.exit_code == 0, apart.output
+    assert "apart per lr" in apart.output and "--envelope lr" not in apart.output  # nothing pooled
+    assert "n_samples=100,lr=0.001" in apart.output  # a law per learning rate
+    assert logged_fits(spec_path, tmp_path)["split_by"] == ["lr"]
+
     # Options this sweep cannot take: exit 2, naming the option, before anything is read.
     for args, named in (
         (["--envelope", "warmup"], "envelope: 'warmup' is not an axis"),
         (["--n-params", "all"], "--n-params: 'all' is not one of"),
+        (["--split-by", "warmup"], "split-by: 'warmup' is not an axis"),
+        (["--split-by", "lr", "--envelope", "lr"], "split-by: 'lr' is also enveloped"),
+        (["--split-by", "n"], "split-by: 'n' is a size or the seed"),
     ):
         bad = runner.invoke(app, ["fit", str(spec_path), *args])
         assert bad.exit_code == EXIT_BAD_INPUT and named in bad.output, bad.output
     in_spec = write_spec({**body, "fit": {"envelope": ["warmup"]}}, name="bad-fit.yaml")
     bad = runner.invoke(app, ["fit", str(in_spec)])
     assert bad.exit_code == EXIT_BAD_INPUT and "fit.envelope: 'warmup' is not an axis" in bad.output
+    both = runner.invoke(app, ["fit", str(write_spec({**body, "fit": {"envelope": ["lr"], "split_by": ["lr"]}}, name="both.yaml"))])
+    assert both.exit_code == EXIT_BAD_INPUT and "fit.split_by: 'lr' is also in fit.envelope" in both.output, both.output
     spec_envelope = write_spec({**body, "fit": {"envelope": ["lr"]}, "tracking": yaml.safe_load(spec_path.read_text())["tracking"]}, name="fit-section.yaml")
     from_spec = runner.invoke(app, ["fit", str(spec_envelope), "--n-boot", "20"])
     assert from_spec.exit_code == 0 and "best lr per size" in from_spec.output

@@ -58,12 +58,17 @@ def stars(ax) -> list[tuple[float, float, bool]]:
     ]
 
 
-def test_report_and_fit_agree_on_threshold_and_peak_for_every_curve_with_two_noise_levels():
-    trials = synth.two_noise_trials()
-    fits = fit_trials(trials, n_boot=0, columns=NOISY)
+@pytest.mark.parametrize("axis", ["label_noise", "weight_decay"])
+def test_report_and_fit_agree_on_threshold_and_peak_for_every_curve_with_two_noise_levels(axis):
+    """Two label-noise levels, or the same curves as two values of an axis the fits are split by."""
+    trials = synth.two_noise_trials().rename(columns={"label_noise": axis})
+    if axis == "label_noise":
+        fits = fit_trials(trials, n_boot=0, columns=NOISY)
+    else:
+        fits = fit_trials(trials, n_boot=0, columns=SweepColumns(paired_seeds=True, hyper=(axis,)), split_by=[axis])
     curves = fits.double_descent
-    assert len(curves) == 4 and {dict(r.group)["label_noise"] for r in curves} == {0.0, 0.2}
-    assert {dict(r.group)["label_noise"]: r.double_descent for r in curves if dict(r.group)["n_samples"] == 1000} == {0.0: False, 0.2: True}
+    assert len(curves) == 4 and {dict(r.group)[axis] for r in curves} == {0.0, 0.2}
+    assert {dict(r.group)[axis]: r.double_descent for r in curves if dict(r.group)["n_samples"] == 1000} == {0.0: False, 0.2: True}
     assert all(r.p_value is not None and r.test == "paired by seed" for r in curves if r.peak_x is not None)
     [picture] = [p for p in report_pictures(trials, fits, SWEEP) if p.stem == "curves"]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.fit import FitError, detect_double_descent, double_descent_curves, fit_trials
+from orchestrator.fit import FitError, SweepColumns, detect_double_descent, double_descent_curves, fit_trials
 from orchestrator.fit.double_descent import RULE, stated_rule
 
 WIDTHS = np.array([100, 200, 400, 800, 1600, 3200, 6400])
@@ -159,3 +159,32 @@ def test_a_peak_carried_by_one_seed_passes_the_rise_rule_but_not_the_test():
     assert result.p_left == pytest.approx(0.157, abs=0.01) and result.p_value == result.p_left
     assert not result.double_descent
     assert detect_double_descent(frame, paired=True, alpha=0.2).double_descent  # the rise rule alone holds
+
+
+def test_split_by_gives_each_weight_decay_its_own_curve_where_pooling_hides_the_peak():
+    """Weight decay as an axis, as examples/mnist1d_weight_decay.yaml sweeps it: the unregularized
+    curve peaks at the threshold, the regularized one falls with width and never interpolates."""
+    regularized = np.array([0.45, 0.40, 0.36, 0.33, 0.31, 0.30, 0.29])
+    peaked = curve_frame(n_samples=1000, train_flops=1.0, weight_decay=0.0)
+    flat = curve_frame(regularized, n_samples=1000, train_flops=1.0, weight_decay=0.008).assign(train_error=0.35)
+    frame = pd.concat([peaked, flat], ignore_index=True)
+    frame["train_flops"] = frame["n_params"] * 6e3
+    columns = SweepColumns(hyper=("weight_decay",))
+
+    pooled = fit_trials(frame, n_boot=0, columns=columns)
+    assert [c.double_descent for c in pooled.double_descent] == [False]
+    assert any("`--split-by weight_decay` each value apart" in n for n in pooled.notes)
+
+    split = fit_trials(frame, n_boot=0, columns=columns, split_by=["weight_decay"])
+    verdicts = {dict(c.group)["weight_decay"]: c for c in split.double_descent}
+    assert set(verdicts) == {0.0, 0.008}
+    assert verdicts[0.0].double_descent and verdicts[0.0].peak_x == 800 and verdicts[0.0].threshold_x == 800
+    assert not verdicts[0.008].double_descent and verdicts[0.008].threshold_x is None
+    assert not any("weight_decay" in n for n in split.notes)  # nothing pooled any more
+    assert split.split_by == ("weight_decay",) and "apart per weight_decay" in split.heading
+    assert json.loads(json.dumps(split.to_dict()))["split_by"] == ["weight_decay"]
+    laws = [f for f in split.power_laws if f.x_name == "n_params"]
+    assert sorted(dict(f.group)["weight_decay"] for f in laws) == [0.0, 0.008]  # a law per value too
+    assert any("the fits are split (weight_decay in [0.0, 0.008])" in s for s in split.skipped)  # no joint law across them
+    with pytest.raises(FitError, match=r"split_by: columns \['lr'\] missing"):
+        fit_trials(frame, n_boot=0, columns=columns, split_by=["lr"])

@@ -132,6 +132,29 @@ def test_a_changed_spec_is_refused_then_extends_the_sweep_and_fits_count_only_it
     assert again.exit_code == 2 and "another workload is another sweep" in again.output, again.output
 
 
+def test_the_fit_section_is_no_part_of_a_sweeps_identity(ray_local, write_spec, tmp_path):
+    """How a sweep is analysed changes no trial: a new fit: section, or a sweep recorded while the
+    section still counted (another hash, the section inside its recorded identity), is the same sweep."""
+    from orchestrator.sweep import SPEC_HASH_TAG, SPEC_IDENTITY_TAG, spec_identity
+
+    body = toy_body(tmp_path, n=[10, 100, 1000], epochs=2, sleep_s=0)
+    body["axes"]["noise"] = [0.0, 0.01]
+    path = write_spec(body)
+    runner = CliRunner()
+    assert runner.invoke(app, ["run", str(path), "--no-progress"]).exit_code == 0
+    write_yaml(path, {**body, "fit": {"split_by": ["noise"]}, "tracking": load_spec(path).tracking.model_dump()})
+    spec = load_spec(path)
+    sweep = Sweep(spec)
+    older = {**spec_identity(spec), "fit": {"envelope": [], "n_params": "non_embedding"}}
+    sweep.store.client.log_batch(
+        sweep.parent_run_id, tags=[RunTag(SPEC_HASH_TAG, "0123456789abcdef"), RunTag(SPEC_IDENTITY_TAG, json.dumps(older))]
+    )
+    again = runner.invoke(app, ["run", str(path), "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert "recorded with another spec" not in again.output and "0 submitted" in again.output, again.output
+    assert_each_trial_finished_once(path, epochs=2)
+
+
 def test_an_in_memory_store_is_refused(tmp_path):
     for uri in ("sqlite:///", "sqlite:///:memory:"):
         path = write_yaml(tmp_path / "spec.yaml", {**toy_body(tmp_path, n=[10], epochs=1, sleep_s=0), "tracking": {"uri": uri}})

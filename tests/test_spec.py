@@ -44,6 +44,7 @@ def with_changes(**changes) -> dict:
         (with_changes(name="has space"), "name: String should match pattern"),
         (with_changes(workload="not a path!"), "is neither a built-in workload name nor an import path"),
         ({**GOOD, "params": {"width": 3}}, "given both as axes and as fixed params"),
+        ({**GOOD, "fit": {"split_by": ["weight_decay"]}}, "fit.split_by: 'weight_decay' is not an axis of this sweep"),
     ],
 )
 def test_malformed_spec_names_the_field(body, expected):

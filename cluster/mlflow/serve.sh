@@ -80,7 +80,9 @@ case "$artifacts" in /*) mkdir -p "$artifacts"; mounts=(-v "$artifacts:$artifact
 docker rm -f "$name" >/dev/null 2>&1 || true
 # The image lacks the PostgreSQL driver and the object-store clients; pip installs them once per
 # container (a restart keeps them). MLflow reads both URIs from the environment, libpq the password.
+# Its GenAI job runner (and Huey consumer) stays off: two processes per server that sweeps never use.
 docker run -d --name "$name" --restart unless-stopped --network host --env-file "$env_file" \
+  -e MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
   --label "scalesweep.config=$config" "${mounts[@]}" "$image" sh -c \
   "pip install --no-cache-dir -q psycopg2-binary==2.9.13 'boto3>=1.34' 'google-cloud-storage>=2.10' \
    && exec mlflow server --host 127.0.0.1 --port $port --workers 4" >/dev/null

@@ -65,6 +65,7 @@ class SweepFits:
     metric: the fitted metric. n_params: which parameter count N is ('non_embedding', the column
       n_params, or 'with_embeddings'); n_params_meaning says what it counts.
     envelope: which hyperparameter setting each size kept (None: every trial was used).
+    split_by: the axes fitted apart (a law and a curve per value).
     power_laws: y against N per data size, against D per model size, and against C on the
       compute frontier (PowerLawFit each; label and group say which).
     joint: L(N, D) (approach 3) or None. isoflop: IsoFLOP profiles (approach 2) or None.
@@ -78,6 +79,7 @@ class SweepFits:
     n_params: str = "non_embedding"
     n_params_meaning: str = "parameters"
     envelope: Envelope | None = None
+    split_by: tuple[str, ...] = ()
     power_laws: tuple[PowerLawFit, ...] = ()
     joint: JointFit | None = None
     isoflop: IsoFLOPFit | None = None
@@ -122,6 +124,8 @@ class SweepFits:
         text = f"fits of {self.metric}; N = {self.n_params_column} ({self.n_params_meaning})"
         if self.envelope is not None:
             text += f"; best {', '.join(self.envelope.axes)} per size"
+        if self.split_by:
+            text += f"; apart per {', '.join(self.split_by)}"
         return text
 
     def summary(self, verbose: bool = True) -> str:
@@ -144,6 +148,7 @@ class SweepFits:
             "metric": self.metric,
             "n_params": {"convention": self.n_params, "column": self.n_params_column, "counts": self.n_params_meaning},
             "envelope": self.envelope.to_dict() if self.envelope is not None else None,
+            "split_by": list(self.split_by),
             "power_laws": [f.to_dict() for f in self.power_laws],
             "joint": self.joint.to_dict() if self.joint else None,
             "isoflop": self.isoflop.to_dict() if self.isoflop else None,
@@ -214,11 +219,13 @@ def fit_trials(
     columns: SweepColumns = SweepColumns(),
     envelope: Sequence[str] = (),
     n_params: str = "non_embedding",
+    split_by: Sequence[str] = (),
 ) -> SweepFits:
     """Every applicable fit of a results frame (one row per finished trial; `history` per trial x epoch).
 
     columns: what the columns mean (from the workload). envelope: hyperparameter columns to take the
-    best setting of per size before fitting. n_params: 'non_embedding' fits N = n_params,
+    best setting of per size before fitting. split_by: columns fitted apart, a law and a curve per
+    value (as label noise is). n_params: 'non_embedding' fits N = n_params,
     'with_embeddings' N = n_params_with_embeddings. Raises FitError when nothing can be fitted at all
     (no trials, or `metric` missing or never finite) or an option names a column the trials lack.
     """
@@ -228,6 +235,9 @@ def fit_trials(
         raise FitError(f"no trial reported {metric!r}; columns: {sorted(trials.columns)}")
     if n_params not in N_PARAMS_CONVENTIONS:
         raise FitError(f"n_params: {n_params!r} is not one of {', '.join(N_PARAMS_CONVENTIONS)}")
+    missing = [c for c in split_by if c not in trials]
+    if missing:
+        raise FitError(f"split_by: columns {missing} missing; have {sorted(trials.columns)}")
     notes, skipped = [], []
     finite = np.isfinite(pd.to_numeric(trials[metric], errors="coerce"))
     if not finite.any():
@@ -246,30 +256,35 @@ def fit_trials(
         if history is not None and column in history:
             history = history.assign(n_params=pd.to_numeric(history[column]))
     noise = _varying(trials, columns.noise)
+    split = [c for c in _varying(trials, split_by) if c not in noise]
+    groups = [*noise, *split]  # each value of these is a law and a curve of its own
     budget_col = next((c for c in columns.budgets if c in trials and trials[c].notna().all()), None)
 
     chosen = None
     if envelope:
-        cells = ["n_params", budget_col or "n_samples", *noise]
+        cells = ["n_params", budget_col or "n_samples", *groups]
         trials, chosen = best_per_cell(trials, envelope, metric, cells)
         if history is not None and "trial_key" in history and "trial_key" in trials:
             history = history[history["trial_key"].isin(trials["trial_key"])]
-    pooled = [a for a in _varying(trials, columns.hyper) if a not in envelope]
+    pooled = [a for a in _varying(trials, columns.hyper) if a not in envelope and a not in split]
     if pooled:
         values = "; ".join(f"{a}: {trials[a].nunique()} values" for a in pooled)
-        notes.append(f"the fits pool trials that differ in {values}; `--envelope {pooled[0]}` fits the best per size instead")
+        notes.append(
+            f"the fits pool trials that differ in {values}; `--envelope {pooled[0]}` fits the best per size instead,"
+            f" `--split-by {pooled[0]}` each value apart"
+        )
     power_boot = min(n_boot, POWER_LAW_MAX_BOOT)
 
     power_laws = []
     for size_col, group_col in (("n_params", "n_samples"), ("n_samples", "n_params")):
         if trials[size_col].nunique() >= 3:
-            fits, why = per_axis_power_laws(trials, metric, size_col, [group_col, *noise], power_boot)
+            fits, why = per_axis_power_laws(trials, metric, size_col, [group_col, *groups], power_boot)
             power_laws += fits
             skipped += why
         else:
             skipped.append(f"{metric} vs {size_col}: only {trials[size_col].nunique()} distinct value(s)")
-    for keys, rows in trials.groupby(noise, sort=True) if noise else [((), trials)]:
-        group = _group_of(keys, noise)
+    for keys, rows in trials.groupby(groups, sort=True) if groups else [((), trials)]:
+        group = _group_of(keys, groups)
         frontier = compute_frontier(rows, metric)
         label = "compute frontier" + (f" {_group_label(group)}" if group else "")
         try:
@@ -287,9 +302,10 @@ def fit_trials(
             return None
 
     joint = isoflop = extrapolation = None
-    if noise:
-        levels = ", ".join(f"{c} in {sorted(trials[c].unique().tolist())}" for c in noise)
-        skipped.append(f"joint L(N, D), IsoFLOP and extrapolation: label noise varies ({levels}); they describe one noise level")
+    if groups:
+        levels = ", ".join(f"{c} in {sorted(trials[c].unique().tolist())}" for c in groups)
+        what = "label noise varies" if noise else "the fits are split"
+        skipped.append(f"joint L(N, D), IsoFLOP and extrapolation: {what} ({levels}); they describe one setting")
     else:
         joint = attempt(
             "joint L(N, D)",
@@ -313,25 +329,25 @@ def fit_trials(
 
     detector = {"train_tol": train_tol, "min_rise": min_rise, "seed": columns.seed}
     model_wise, why = double_descent_curves(
-        trials, "n_params", ("n_samples", *noise), metric, paired=columns.paired_seeds, **detector
+        trials, "n_params", ("n_samples", *groups), metric, paired=columns.paired_seeds, **detector
     )
     skipped += [f"double descent: {w}" for w in why]
     sample_wise: list = []
     if trials["n_samples"].nunique() >= 3:
         # Different data sizes are different data: seeds are not paired along this curve.
-        sample_wise, why = double_descent_curves(trials, "n_samples", ("n_params", *noise), metric, threshold="last", **detector)
+        sample_wise, why = double_descent_curves(trials, "n_samples", ("n_params", *groups), metric, threshold="last", **detector)
         skipped += [f"sample-wise: {w}" for w in why]
     epoch_wise: list = []
     if history is not None and not history.empty and metric in history and history["epoch"].nunique() >= 3:
-        groups = ("n_params", "n_samples", *noise)
         # One trial's epochs: the same seed, data and labels at every point of the curve.
-        epoch_wise, why = double_descent_curves(history, "epoch", groups, metric, paired=True, **detector)
+        epoch_wise, why = double_descent_curves(history, "epoch", ("n_params", "n_samples", *groups), metric, paired=True, **detector)
         skipped += [f"epoch-wise: {w}" for w in why]
     return SweepFits(
         metric=metric,
         n_params=n_params,
         n_params_meaning=n_params_meaning,
         envelope=chosen,
+        split_by=tuple(split),
         power_laws=tuple(power_laws),
         joint=joint,
         isoflop=isoflop,
