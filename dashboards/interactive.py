@@ -296,21 +296,33 @@ def frontier_figure(
     return fig
 
 
-def write_html(figures: Sequence[go.Figure], path: str | Path, title: str, intro: str = "", appendix: str = "") -> Path:
+def write_html(
+    figures: Sequence[go.Figure],
+    path: str | Path,
+    title: str,
+    intro: str = "",
+    appendix: str = "",
+    details: str = "",
+    details_title: str = "More",
+) -> Path:
     """One page, plotly.js inlined once in the head (no CDN: the machines that open it may be offline).
 
-    `intro` and `appendix` are plain text shown above and below the plots (HTML-escaped).
+    `intro` and `appendix` are plain text shown above and below the plots, `details` below those,
+    folded under `details_title` until opened (a sweep of thousands of trials has hundreds of fit
+    blocks); all HTML-escaped.
     """
     config = {"displaylogo": False, "responsive": True}
     parts = [fig.to_html(full_html=False, include_plotlyjs=False, default_width="100%", default_height="500px", config=config) for fig in figures]
     body = "\n".join(f'<section class="plot">{part}</section>' for part in parts)
     intro_html = f"<p class='intro'>{html.escape(intro)}</p>" if intro else ""
     appendix_html = f"<h2>Fits</h2><pre>{html.escape(appendix)}</pre>" if appendix else ""
+    if details:
+        appendix_html += f"<details><summary>{html.escape(details_title)}</summary><pre>{html.escape(details)}</pre></details>"
     page = (
         f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<script type='text/javascript'>{get_plotlyjs()}</script>"
         "<style>body{font-family:system-ui,sans-serif;max-width:1150px;margin:auto;padding:0 1em;color:#222}"
-        ".plot{margin:1.5em 0;border-top:1px solid #eee}.intro{color:#555}pre{background:#f6f6f6;padding:1em;overflow-x:auto}</style>"
+        ".plot{margin:1.5em 0;border-top:1px solid #eee}.intro{color:#555}summary{cursor:pointer;color:#555}pre{background:#f6f6f6;padding:1em;overflow-x:auto}</style>"
         f"</head><body><h1>{html.escape(title)}</h1>{intro_html}\n{body}\n{appendix_html}</body></html>"
     )
     path = Path(path)

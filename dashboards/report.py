@@ -195,6 +195,15 @@ def write_report(
         "stars its peak (hollow where the rule does not call it double descent); dashed lines are the identified laws, "
         "shaded bands their bootstrap confidence intervals. A law the data do not identify is not drawn."
     )
-    appendix = fits.summary(verbose=False) + "\n\n\n" + fits.summary(verbose=True)
-    written.append(interactive.write_html([p.interactive for p in pictures], out / "report.html", title, intro=intro, appendix=appendix))
+    written.append(
+        interactive.write_html(
+            [p.interactive for p in pictures],
+            out / "report.html",
+            title,
+            intro=intro,
+            appendix=fits.summary(verbose=False),
+            details=fits.summary(verbose=True),
+            details_title=f"Every fit in full ({fits.n_fits} results)",
+        )
+    )
     return written

@@ -4,6 +4,7 @@ the folder and on the sweep's parent run; drawing never touches pyplot's global 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
@@ -166,6 +167,10 @@ def test_write_report_writes_the_pictures_and_one_offline_page(tmp_path, trials,
     assert len(re.findall(r"plotly\.js v\d", page)) == 1  # and only once
     assert page.count('class="plot"') == len(stems)
     assert "training tokens" in page and "double-descent curves of test_error" in page and "not identified" in page
+    tables, folded = page.split("<details>")  # the tables in view, every block folded below them
+    assert "double-descent curves of test_error" in tables and "rule: " in tables
+    assert f"<summary>Every fit in full ({fits.n_fits} results)</summary>" in folded
+    assert all(html.escape(r.summary()) in folded for r in fits.results())
 
 
 def test_labels_are_the_workloads_and_not_global(tmp_path, iso_trials, iso_fits):
