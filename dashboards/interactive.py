@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 
 from dashboards.curves import Curve
 from dashboards.labels import DEFAULT_LABELS, Labels, si
-from dashboards.plots import group_values, mean_grid, panel_groups
+from dashboards.plots import epoch_colour_range, group_values, mean_grid, panel_groups
 
 TEMPLATE = "plotly_white"
 
@@ -138,7 +138,9 @@ def epoch_heatmap_figure(
             i,
         )
         fig.update_xaxes(title_text=xlabel or labels(size_col), type="category", row=1, col=i)
-    fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": labels(value), "side": "right"}}})
+    low, high, _ = epoch_colour_range(history[value])
+    colorbar = {"title": {"text": labels(value), "side": "right"}}
+    fig.update_layout(coloraxis={"colorscale": "Viridis", "cmin": low, "cmax": high, "colorbar": colorbar})
     fig.update_layout(template=TEMPLATE, title={"text": title, "x": 0.01}, margin={"t": 80})
     fig.update_yaxes(title_text=labels(epoch_col), type="log", row=1, col=1)
     fig.update_yaxes(type="log")

@@ -99,10 +99,12 @@ def heatmap(
     annotate: bool | None = None,
     colorbar: bool = True,
     labels: Labels = DEFAULT_LABELS,
+    max_ticks: int = 9,
 ):
     """Seed-mean `value` over the x by y grid, cells placed at their real (log) positions.
 
-    Cells are annotated with their value when the grid is small enough to read (<= 100 cells).
+    Cells are annotated with their value when the grid is small enough to read (<= 100 cells); about
+    max_ticks grid values are labelled on each axis.
     """
     grid = mean_grid(df, x, y, value)
     fig, ax = _axes(ax)
@@ -115,7 +117,7 @@ def heatmap(
     if log_y:
         ax.set_yscale("log")
     for axis, values, is_log in ((ax.xaxis, xs, log_x), (ax.yaxis, ys, log_y)):
-        ticks = tick_values(values, is_log)
+        ticks = tick_values(values, is_log, max_ticks)
         axis.set_minor_locator(NullLocator())
         axis.set_minor_formatter(NullFormatter())
         axis.set_ticks(ticks, [si(v) for v in ticks])
@@ -145,29 +147,45 @@ def epoch_heatmaps(
 ):
     """Epoch-wise double descent: `value` over model size x epoch, one panel per group (e.g. data size).
 
-    All panels share one colour scale so they can be compared.
+    All panels share one colour scale so they can be compared (see epoch_colour_range).
     """
     every = sorted(history[group_col].unique())
     groups = panel_groups(every)
     fig = Figure(figsize=(4.2 * len(groups) + 1.2, 4.6), layout="constrained")
     axes = fig.subplots(1, len(groups), sharey=True, squeeze=False)
-    vmin, vmax = history[value].min(), history[value].max()
+    vmin, vmax, clipped = epoch_colour_range(history[value])
     mesh = None
     for ax, group in zip(axes[0], groups):
         rows = history[history[group_col] == group]
-        heatmap(rows, size_col, epoch_col, value, ax=ax, colorbar=False, annotate=False, xlabel=xlabel, labels=labels)
+        heatmap(rows, size_col, epoch_col, value, ax=ax, colorbar=False, annotate=False, xlabel=xlabel, labels=labels, max_ticks=5)
         mesh = ax.collections[0]
         mesh.set_norm(Normalize(vmin, vmax))
         ax.set_title(f"{group_label or group_col} = {si(group)}", fontsize=10, loc="left", fontweight="normal")
         if ax is not axes[0][0]:
             ax.set_ylabel("")
-    fig.colorbar(mesh, ax=axes[0].tolist(), label=labels(value), pad=0.01)
+    fig.colorbar(mesh, ax=axes[0].tolist(), label=labels(value), pad=0.01, extend="max" if clipped else "neither")
     shown = "" if len(groups) == len(every) else f" ({len(groups)} of {len(every)} {group_label or group_col} values)"
     fig.suptitle((title or f"{labels(value)} over model size and epoch") + shown, fontsize=11, x=0.01, ha="left", fontweight="bold")
     return fig
 
 
 MAX_PANELS = 6
+# The first epochs' errors lie far above the rest: a colour scale up to them would paint the later
+# epochs, where an epoch-wise peak grows, in one colour. The scale stops at this quantile instead.
+EPOCH_COLOUR_QUANTILE = 0.95
+
+
+def epoch_colour_range(values) -> tuple[float, float, bool]:
+    """(low, high, clipped): an epoch heatmap's colour scale, from the lowest value to the
+    EPOCH_COLOUR_QUANTILE quantile; clipped says that values above it are drawn at its colour."""
+    values = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return 0.0, 1.0, False
+    low, high = float(values.min()), float(np.quantile(values, EPOCH_COLOUR_QUANTILE))
+    if high <= low:
+        high = float(values.max())
+    return low, high, bool(values.max() > high)
 
 
 def panel_groups(groups) -> list:

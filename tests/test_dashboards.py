@@ -259,3 +259,24 @@ def test_an_epoch_heatmap_of_many_data_sizes_draws_six_spread_from_first_to_last
     )
     fig = epoch_heatmap_figure(history, "n_params", "n_samples", "test_error", "many")
     assert len(fig.data) == 6 and "(6 of 40 n_samples values)" in fig.layout.title.text
+
+
+def test_an_epoch_heatmaps_colour_scale_is_not_spent_on_the_first_epochs():
+    """Errors near 0.9 after one epoch, 0.40 to 0.48 over the later ones: the scale covers the
+    later epochs, where an epoch-wise peak grows, and draws the first epochs at its top colour."""
+    import pandas as pd
+
+    from dashboards.interactive import epoch_heatmap_figure
+    from dashboards.plots import epoch_heatmaps
+
+    later = lambda n, e: 0.40 + 0.08 * (n == 100) * e / 60  # noqa: E731 (a peak that grows with training)
+    history = pd.DataFrame(
+        [{"n_params": n, "n_samples": 1000, "epoch": e, "test_error": 0.9 if e == 1 else later(n, e)} for n in (10, 100, 1000) for e in range(1, 61)]
+    )
+    fig = epoch_heatmaps(history, "n_params", "n_samples")
+    mesh = fig.axes[0].collections[0]
+    low, high = mesh.norm.vmin, mesh.norm.vmax
+    assert low == pytest.approx(0.40) and 0.46 < high < 0.9
+    assert mesh.colorbar.extend == "max"  # the colour bar says that higher values are clipped
+    layout = epoch_heatmap_figure(history, "n_params", "n_samples", "test_error", "growing").layout.coloraxis
+    assert (layout.cmin, layout.cmax) == (low, high)
