@@ -114,3 +114,24 @@ def test_both_allocations_side_by_side_when_both_are_identified():
     rows = [line for line in text.splitlines() if re.match(r"\s+approach \d", line)]
     assert len(rows) == 2 and "approach 3 (joint fit)" in rows[0] and "approach 2 (IsoFLOP)" in rows[1]
     assert joint.params["a"] == pytest.approx(iso.params["a"], abs=0.02)
+
+
+def test_a_big_grids_fit_table_lists_a_spread_of_its_per_axis_laws_and_sums_up_the_rest():
+    sizes = np.geomspace(1e5, 1e8, 12).round()
+    trials = synth.law_trials(synth.chinchilla_loss, n_sizes=sizes, d_sizes=np.geomspace(1e6, 1e9, 12).round(), seeds=(0,))
+    fits = fit_trials(trials, metric="test_loss", n_boot=20)
+    per_n = [f for f in fits.power_laws if f.x_name == "n_params" and f.identified]
+    assert len(per_n) == 12
+    lines = fits.summary(verbose=False).splitlines()
+    listed = [line for line in lines if re.match(r"\s+test_loss vs n_params \[", line)]
+    assert len(listed) == 6 and per_n[0].label in listed[0] and per_n[-1].label in listed[-1]
+    [more] = [line for line in lines if "more identified laws of test_loss vs n_params" in line]
+    alphas = [f.params["alpha"] for f in per_n if not any(f"[{f.label}]" in line for line in listed)]
+    assert more.strip().startswith("... 6 more") and f"alpha {min(alphas):.3g} to {max(alphas):.3g}" in more
+    assert lines.index(more) == lines.index(listed[-1]) + 1
+    # Heading, header, 6 + 1 lines per axis, the frontier, joint, IsoFLOP and extrapolation: 20 lines for 28 laws.
+    assert [line.startswith("compute-optimal allocation") for line in lines].index(True) == 20
+    assert all(r.summary() in fits.summary(verbose=True) for r in per_n)  # --verbose has each
+    curves = [line for line in lines if re.match(r"\s+n_params curve ", line)]
+    assert len(curves) == sum(r.peak_x is not None for r in fits.double_descent) < 12  # the peaked ones only
+    assert any(re.match(rf"\s+{12 - len(curves)} more n_params curves without a peak, not double descent", line) for line in lines)

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 # Epoch-wise curves come one per trial configuration; those without a peak share one line.
 MAX_LISTED_LABELS = 6
+# A big grid has a per-axis law per size of the other axis: past this many on one axis the table
+# lists MAX_LISTED_LABELS of them, spread from first to last, and sums up the rest in a line.
+MAX_LAWS_PER_AXIS = 8
 
 
 def _num(value, digits: int = 3) -> str:
@@ -99,9 +102,42 @@ def _goodness(fit) -> tuple[str, str, str]:
     return _num(g.rmse), _num(g.loo_rmse), _num(g.largest_out_rmse)
 
 
+def _listed_axis(fit) -> str | None:
+    """The axis of an identified per-axis law (one of many on a big grid), else None."""
+    if isinstance(fit, PowerLawFit) and fit.identified and fit.x_name in ("n_params", "n_samples"):
+        return fit.x_name
+    return None
+
+
+def _thinned(entries: list) -> tuple[list, dict[str, list]]:
+    """The entries to list, and per axis the identified laws left out when it has more than
+    MAX_LAWS_PER_AXIS (MAX_LISTED_LABELS kept, spread from first to last)."""
+    by_axis: dict[str, list[int]] = {}
+    for i, (_, _, fit) in enumerate(entries):
+        if (axis := _listed_axis(fit)) is not None:
+            by_axis.setdefault(axis, []).append(i)
+    left_out: dict[str, list] = {}
+    dropped: set[int] = set()
+    for axis, positions in by_axis.items():
+        if len(positions) > MAX_LAWS_PER_AXIS:
+            kept = {positions[j] for j in np.unique(np.linspace(0, len(positions) - 1, MAX_LISTED_LABELS).round().astype(int))}
+            left_out[axis] = [entries[i][2] for i in positions if i not in kept]
+            dropped |= set(positions) - kept
+    return [e for i, e in enumerate(entries) if i not in dropped], left_out
+
+
+def _more_laws_line(fits: list[PowerLawFit]) -> str:
+    alphas = [f.params["alpha"] for f in fits]
+    return (
+        f"  ... {len(fits)} more identified laws of {fits[0].y_name} vs {fits[0].x_name}, alpha {_num(min(alphas))} to"
+        f" {_num(max(alphas))} (--verbose for each)"
+    )
+
+
 def fits_table(fits: SweepFits) -> list[str]:
     """One line per law: name, points, estimates with CIs, errors (rmse of ln; leave-one-out;
-    leave-largest-out) and status. Laws that fail for the same reason share a line."""
+    leave-largest-out) and status. Laws that fail for the same reason share a line; past
+    MAX_LAWS_PER_AXIS identified laws on one axis, a spread of them is listed and the rest summed up."""
     rows, shared = [], {}
     for fit in fits.laws:
         if isinstance(fit, PowerLawFit) and not fit.identified:
@@ -119,11 +155,15 @@ def fits_table(fits: SweepFits) -> list[str]:
             labels = ", ".join(f.label for f in group[:2]) + (", ..." if len(group) > 2 else "")
             name = f"{fit.y_name} vs {fit.x_name} [{len(group)} laws: {labels}]"
         entries.append((name, sum(_points(f) for f in group), fit))
+    entries, left_out = _thinned(entries)
     name_w = max([len(name) for name, _, _ in entries] + [24])
     lines = [f"  {'fit':<{name_w}} {'points':>6}  {'rmse':>7} {'loo':>7} {'l-l-o':>7}  {'estimate (95% CI)':<52} status"]
-    for name, points, fit in entries:
+    for i, (name, points, fit) in enumerate(entries):
         rmse, loo, llo = _goodness(fit)
         lines.append(f"  {name:<{name_w}} {points:>6}  {rmse:>7} {loo:>7} {llo:>7}  {_estimate(fit):<52} {_status(fit.identification)}")
+        axis = _listed_axis(fit)
+        if axis in left_out and not any(_listed_axis(later) == axis for _, _, later in entries[i + 1 :]):
+            lines.append(_more_laws_line(left_out[axis]))
     return lines
 
 
@@ -151,24 +191,39 @@ def curve_row(result: DoubleDescentResult, width: int) -> str:
     return f"  {result.label:<{width}} {verdict:<7} {_num(result.threshold_x):>9} {_peak(result):>18} {rises:>17}  {p}"
 
 
+def _shown_labels(labels: list[str]) -> str:
+    more = len(labels) - MAX_LISTED_LABELS
+    return ", ".join(labels[:MAX_LISTED_LABELS]) + (f", ... ({more} more)" if more > 0 else "")
+
+
 def curves_table(fits: SweepFits) -> list[str]:
     """One line per model-wise and sample-wise double-descent curve (curve, verdict, threshold, peak
-    (height), rises, p-value) and per epoch-wise curve called double descent; the other epoch-wise
-    curves (one per trial configuration) share one line, --verbose gives each its block."""
-    listed = [*fits.double_descent, *fits.sample_wise, *(r for r in fits.epoch_wise if r.double_descent)]
+    (height), rises, p-value) and per epoch-wise curve called double descent. The other epoch-wise
+    curves (one per trial configuration) share one line, and so do the model-wise or sample-wise
+    curves without a peak where a big grid has more than MAX_LAWS_PER_AXIS; --verbose gives each its block."""
+    listed, flat = [], []
+    for kind in (fits.double_descent, fits.sample_wise):
+        many = len(kind) > MAX_LAWS_PER_AXIS
+        listed += [r for r in kind if not many or r.peak_x is not None]
+        flat += [[r for r in kind if many and r.peak_x is None]]
+    listed += [r for r in fits.epoch_wise if r.double_descent]
     rest = [r for r in fits.epoch_wise if not r.double_descent]
-    if not listed and not rest:
+    if not listed and not rest and not any(flat):
         return []
     width = max([len(r.label) for r in listed] + [24])
     lines = [f"double-descent curves of {fits.metric}: interpolation threshold at train error <= {fits.train_tol:g}"]
     lines.append(f"  {'curve':<{width}} {'verdict':<7} {'threshold':>9} {'peak (height)':>18} {'rise left/right':>17}  p (test)")
     lines += [curve_row(r, width) for r in listed]
+    for curves in flat:
+        if curves:
+            x = curves[0].x_name
+            labels = [r.label.removeprefix(f"{x} curve ") for r in curves]
+            lines.append(f"  {len(curves)} more {x} curves without a peak, not double descent (--verbose for each): {_shown_labels(labels)}")
     if rest:
         peaked = sum(r.peak_x is not None for r in rest)
         labels = [r.label.removeprefix("epoch curve ") for r in rest]
-        shown = ", ".join(labels[:MAX_LISTED_LABELS]) + (f", ... ({len(labels) - MAX_LISTED_LABELS} more)" if len(labels) > MAX_LISTED_LABELS else "")
-        lines.append(f"  {len(rest)} epoch curves not double descent ({peaked} with a peak the rule rejects; --verbose for each): {shown}")
-    lines.append(f"  rule: {(listed or rest)[0].rule}")
+        lines.append(f"  {len(rest)} epoch curves not double descent ({peaked} with a peak the rule rejects; --verbose for each): {_shown_labels(labels)}")
+    lines.append(f"  rule: {(listed or rest or [c for cs in flat for c in cs])[0].rule}")
     return lines
 
 
