@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 
 from dashboards.curves import Curve
 from dashboards.labels import DEFAULT_LABELS, Labels, si
-from dashboards.plots import epoch_colour_range, group_values, mean_grid, panel_groups
+from dashboards.plots import epoch_colour_range, group_values, mean_grid, panel_groups, panel_title
 
 TEMPLATE = "plotly_white"
 
@@ -117,11 +117,9 @@ def epoch_heatmap_figure(
     labels: Labels = DEFAULT_LABELS,
 ) -> go.Figure:
     """`value` over model size x epoch, one panel (one Heatmap trace) per group, one colour scale."""
-    every = sorted(history[group_col].unique())
+    every = group_values(history, group_col)
     groups = panel_groups(every)
-    fig = make_subplots(
-        1, len(groups), shared_yaxes=True, horizontal_spacing=0.04, subplot_titles=[f"{group_label or group_col} = {si(g)}" for g in groups]
-    )
+    fig = make_subplots(1, len(groups), shared_yaxes=True, horizontal_spacing=0.04, subplot_titles=[panel_title(g, group_label or group_col) for g in groups])
     if len(groups) < len(every):
         title += f" ({len(groups)} of {len(every)} {group_label or group_col} values)"
     for i, group in enumerate(groups, start=1):

@@ -149,7 +149,7 @@ def epoch_heatmaps(
 
     All panels share one colour scale so they can be compared (see epoch_colour_range).
     """
-    every = sorted(history[group_col].unique())
+    every = group_values(history, group_col)
     groups = panel_groups(every)
     fig = Figure(figsize=(4.2 * len(groups) + 1.2, 4.6), layout="constrained")
     axes = fig.subplots(1, len(groups), sharey=True, squeeze=False)
@@ -160,7 +160,7 @@ def epoch_heatmaps(
         heatmap(rows, size_col, epoch_col, value, ax=ax, colorbar=False, annotate=False, xlabel=xlabel, labels=labels, max_ticks=5)
         mesh = ax.collections[0]
         mesh.set_norm(Normalize(vmin, vmax))
-        ax.set_title(f"{group_label or group_col} = {si(group)}", fontsize=10, loc="left", fontweight="normal")
+        ax.set_title(panel_title(group, group_label or group_col), fontsize=10, loc="left", fontweight="normal")
         if ax is not axes[0][0]:
             ax.set_ylabel("")
     fig.colorbar(mesh, ax=axes[0].tolist(), label=labels(value), pad=0.01, extend="max" if clipped else "neither")
@@ -188,10 +188,16 @@ def epoch_colour_range(values) -> tuple[float, float, bool]:
     return low, high, bool(values.max() > high)
 
 
+def panel_title(group, name: str) -> str:
+    """'D = 1k' for a number, the group itself for a name ('D = 1k, label_noise = 0.2')."""
+    return group if isinstance(group, str) else f"{name} = {si(group)}"
+
+
 def panel_groups(groups) -> list:
     """The groups an epoch heatmap gives a panel: all of them up to MAX_PANELS, else MAX_PANELS spread
-    evenly from the first to the last (a row of 40 panels shows nothing and makes a huge picture)."""
-    groups = sorted(groups)
+    evenly from the first to the last (a row of 40 panels shows nothing and makes a huge picture).
+    Numbers are sorted; names keep their order."""
+    groups = list(groups) if any(isinstance(g, str) for g in groups) else sorted(groups)
     if len(groups) <= MAX_PANELS:
         return groups
     return [groups[i] for i in np.unique(np.linspace(0, len(groups) - 1, MAX_PANELS).round().astype(int))]

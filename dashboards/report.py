@@ -5,7 +5,8 @@ threshold, peak, fitted line and band it draws is one the fits computed, so the 
 
 Pictures, when the data has them:
   heatmap.png        seed-mean metric over model size N x data size D (final epoch)
-  epoch_heatmap.png  the metric over model size x epoch, one panel per data size (epoch-wise double descent)
+  epoch_heatmap.png  the metric over model size x epoch, one panel per data size (and label noise or
+                     split axis value; epoch-wise double descent)
   curves.png         each double-descent curve (per data size and label noise) with its threshold and peak
   scaling.png        the metric vs model size, log-log, with the identified power laws and bootstrap bands
   isoflop.png        loss vs model size per compute budget, each identified profile's parabola and optimum
@@ -54,6 +55,19 @@ def drawn_history(history: pd.DataFrame, trials: pd.DataFrame, fits) -> pd.DataF
     if fits.n_params_column != SIZE and fits.n_params_column in history:
         history = history.assign(**{SIZE: history[fits.n_params_column].astype(float)})
     return history
+
+
+def epoch_panels(history: pd.DataFrame, fits, labels: Labels) -> tuple[pd.DataFrame, str]:
+    """(history, column) for the epoch heatmap's panels: the data size, or where the fits' curves are
+    also grouped by label noise or a split axis, each combination of those (averaged together, a
+    peak at one noise level or weight decay would blur into the others)."""
+    names = next(([n for n, _ in c.group] for c in fits.curves if c.group), [])
+    keys = [DATA, *(n for n in names if n not in (SIZE, DATA, "epoch") and n in history and history[n].nunique() > 1)]
+    if len(keys) == 1:
+        return history, DATA
+    combos = history[keys].drop_duplicates().sort_values(keys)
+    combos["panel"] = [labels.group(tuple(zip(keys, row))) for row in combos.itertuples(index=False)]
+    return history.merge(combos, on=keys, how="left").sort_values(keys, kind="stable"), "panel"
 
 
 def _scaling_inputs(trials: pd.DataFrame, fits, labels: Labels) -> tuple[pd.DataFrame, dict[str, Curve]] | None:
@@ -111,13 +125,13 @@ def report_pictures(
         )
     ]
     if history is not None and not history.empty and metric in history:
-        history = drawn_history(history, trials, fits)
+        history, panel = epoch_panels(drawn_history(history, trials, fits), fits, labels)
         t = f"{title}: {what} over model size and epoch"
         pictures.append(
             Picture(
                 "epoch_heatmap",
-                plots.epoch_heatmaps(history, SIZE, DATA, metric, t, group_label="D", labels=labels),
-                interactive.epoch_heatmap_figure(history, SIZE, DATA, metric, t, group_label="D", labels=labels),
+                plots.epoch_heatmaps(history, SIZE, panel, metric, t, group_label="D", labels=labels),
+                interactive.epoch_heatmap_figure(history, SIZE, panel, metric, t, group_label="D", labels=labels),
             )
         )
     if fits.double_descent:

@@ -280,3 +280,21 @@ def test_an_epoch_heatmaps_colour_scale_is_not_spent_on_the_first_epochs():
     assert mesh.colorbar.extend == "max"  # the colour bar says that higher values are clipped
     layout = epoch_heatmap_figure(history, "n_params", "n_samples", "test_error", "growing").layout.coloraxis
     assert (layout.cmin, layout.cmax) == (low, high)
+
+
+def test_epoch_heatmaps_give_each_value_of_a_split_axis_its_own_panels():
+    """Two weight decays fitted apart: a panel per (D, weight decay), as the curves are, not one
+    panel per D averaging the two."""
+    history = synth.double_descent_history()
+    both = pd.concat(
+        [history.assign(weight_decay=0.0), history.assign(weight_decay=0.008, test_error=history["test_error"] + 0.1)], ignore_index=True
+    )
+    both["trial_key"] = both["trial_key"] + "-" + both["weight_decay"].astype(str)
+    trials = both[both["epoch"] == both["epoch"].max()]
+    fits = fit_trials(trials, both, n_boot=0, columns=SweepColumns(hyper=("weight_decay",)), split_by=["weight_decay"])
+    [picture] = [p for p in report_pictures(trials, fits, SWEEP, history=both) if p.stem == "epoch_heatmap"]
+    titles = [ax.get_title(loc="left") for ax in picture.figure.axes if ax.get_title(loc="left")]
+    assert titles == ["D = 1k, weight_decay = 0", "D = 1k, weight_decay = 0.008", "D = 4k, weight_decay = 0", "D = 4k, weight_decay = 0.008"]
+    assert [a.text for a in picture.interactive.layout.annotations] == titles
+    first, second = (ax.collections[0].get_array() for ax in picture.figure.axes[:2])
+    assert np.allclose(second - first, 0.1)  # each panel its own weight decay's errors

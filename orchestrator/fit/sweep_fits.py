@@ -283,6 +283,7 @@ def fit_trials(
             skipped += why
         else:
             skipped.append(f"{metric} vs {size_col}: only {trials[size_col].nunique()} distinct value(s)")
+    too_small = []
     for keys, rows in trials.groupby(groups, sort=True) if groups else [((), trials)]:
         group = _group_of(keys, groups)
         frontier = compute_frontier(rows, metric)
@@ -291,8 +292,14 @@ def fit_trials(
             power_laws.append(
                 fit_power_law(frontier["train_flops"], frontier[metric], n_boot=power_boot, x_name="train_flops", y_name=metric, label=label, group=group)
             )
-        except FitError as err:
-            skipped.append(f"{label}: {err}")
+        except FitError as err:  # its message starts with the label
+            if "distinct" in str(err) and group:
+                too_small.append(_group_label(group))
+            else:
+                skipped.append(str(err))
+    if too_small:
+        shown = ", ".join(too_small[:4]) + (", ..." if len(too_small) > 4 else "")
+        skipped.append(f"compute frontier: {len(too_small)} group(s) with fewer than 3 distinct train_flops: {shown}")
 
     def attempt(what: str, make):
         try:
