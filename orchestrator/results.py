@@ -14,6 +14,8 @@ import pandas as pd
 from orchestrator.tracking import schema
 
 ID_COLUMNS = ("trial_key", "run_id", "status", "run_status", "n_params", "n_samples", "train_flops")
+# How a trial's run went: a trial's property, not an epoch's.
+RUN_COLUMNS = ("status", "run_status", "error", "worker", "attempts", "pack_size")
 
 
 def _param_value(text):
@@ -74,7 +76,10 @@ def trials_frame(runs: pd.DataFrame) -> pd.DataFrame:
 
 def history_frame(history: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     """One row per trial x epoch: the per-epoch metrics (`history`: run_id, epoch, metrics...) joined
-    with each trial's identity and config from `trials` (trials_frame), its final metrics left out."""
+    with each trial's identity and config from `trials` (trials_frame); its final values of those
+    metrics and how its run went (RUN_COLUMNS) left out, its keys as categories."""
     metrics = schema.epoch_columns(history)
-    config = trials.drop(columns=[c for c in metrics if c in trials])
-    return config.merge(history, on="run_id", how="inner", validate="one_to_many")
+    config = trials.drop(columns=[c for c in (*metrics, *RUN_COLUMNS) if c in trials])
+    frame = config.merge(history, on="run_id", how="inner", validate="one_to_many")
+    # A trial's keys repeat on each of its epochs: 10,000 trials x 100 epochs are a million rows.
+    return frame.astype({name: "category" for name in ("trial_key", "run_id") if name in frame})

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+import pyarrow.parquet as pq
 from mlflow.entities import ViewType
 
 from orchestrator.tracking import schema
@@ -131,7 +132,9 @@ class SweepReader:
             self.store.download(self.parent_run_id, missing, history_dir)
         frames = []
         for name in files:
-            table = pd.read_parquet(history_dir / Path(name).name)
+            path = history_dir / Path(name).name
+            present = set(pq.read_schema(path).names)  # read only the metrics asked for
+            table = pd.read_parquet(path, columns=[c for c in ("run_id", "epoch", *metrics) if c in present])
             table = table[table["run_id"].isin(wanted)]
             if not table.empty:
                 frames.append(table.reindex(columns=["run_id", "epoch", *metrics]))
