@@ -468,7 +468,16 @@ def demo(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as leaving:
+        if leaving.code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+            # Ray shuts the local cluster down at exit, which takes a second: a Ctrl-C meanwhile
+            # would print a traceback from inside it.
+            from orchestrator.driver import exit_at_once_on_signals
+
+            exit_at_once_on_signals(leaving.code)
+        raise
 
 
 if __name__ == "__main__":

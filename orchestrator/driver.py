@@ -2,8 +2,8 @@
 driver however it dies, and a Ray address is checked before anything waits on it.
 
 - SIGTERM raises `Terminated` in the main thread (Python's default would end the process mid-write);
-  SIGINT raises KeyboardInterrupt as usual. While the driver cleans up after either, a second signal
-  ends it at once, quietly, after stopping the local Ray.
+  SIGINT raises KeyboardInterrupt as usual. While the driver cleans up after either, and in the CLI
+  until the process has exited, a second signal ends it at once, quietly, after stopping the local Ray.
 - A local Ray started for a sweep gets a reaper: a small process of its own that follows the driver's
   descendants (GCS, raylet, Ray's agents, workers) and kills them when the driver is gone, even by
   SIGKILL. Ray's own fate-sharing stops the GCS and raylet; its agents would linger for a minute and
@@ -105,6 +105,18 @@ def signals_as_exceptions() -> Iterator[Callable[[], None]]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def exit_at_once_on_signals(code: int) -> None:
+    """For a process on its way out after a signal, which still shuts its local Ray down at exit: a
+    further SIGINT or SIGTERM stops the local Ray and exits with `code` at once, without a traceback."""
+
+    def handle(signum, frame):
+        kill_descendants()
+        os._exit(code)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handle)
 
 
 def start_reaper() -> subprocess.Popen:
