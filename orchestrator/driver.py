@@ -89,8 +89,7 @@ def signals_as_exceptions() -> Iterator[Callable[[], None]]:
 
     def handle(signum, frame):
         if received:
-            kill_descendants()
-            os._exit(EXIT_INTERRUPTED if signum == signal.SIGINT else EXIT_TERMINATED)
+            exit_now(EXIT_INTERRUPTED if signum == signal.SIGINT else EXIT_TERMINATED)
         received.append(signum)
         raise KeyboardInterrupt if signum == signal.SIGINT else Terminated()
 
@@ -111,12 +110,14 @@ def exit_at_once_on_signals(code: int) -> None:
     """For a process on its way out after a signal, which still shuts its local Ray down at exit: a
     further SIGINT or SIGTERM stops the local Ray and exits with `code` at once, without a traceback."""
 
-    def handle(signum, frame):
-        kill_descendants()
-        os._exit(code)
-
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handle)
+        signal.signal(sig, lambda signum, frame: exit_now(code))
+
+
+def exit_now(code: int) -> None:
+    """Stop the local Ray and end this process with `code`, at once and without a traceback."""
+    kill_descendants()
+    os._exit(code)
 
 
 def start_reaper() -> subprocess.Popen:

@@ -189,13 +189,13 @@ def per_axis_power_laws(
             fits.append(fit_power_law(rows[size_col], rows[metric], n_boot=n_boot, x_name=size_col, y_name=metric, label=label, group=group))
         except FitError as err:
             too_small.append(f"{label} ({err})" if "distinct" not in str(err) else label)
-    skipped = []
-    if too_small:
-        skipped.append(
-            f"{metric} vs {size_col}: {len(too_small)} group(s) with fewer than 3 distinct {size_col}: {', '.join(too_small[:4])}"
-            + (", ..." if len(too_small) > 4 else "")
-        )
-    return fits, skipped
+    return fits, [_too_small(f"{metric} vs {size_col}", size_col, too_small)] if too_small else []
+
+
+def _too_small(what: str, size_col: str, groups: list[str]) -> str:
+    """One 'not fitted' line for the groups of a law with fewer than 3 distinct sizes."""
+    shown = ", ".join(groups[:4]) + (", ..." if len(groups) > 4 else "")
+    return f"{what}: {len(groups)} group(s) with fewer than 3 distinct {size_col}: {shown}"
 
 
 def compute_frontier(trials: pd.DataFrame, metric: str, flops_col: str = "train_flops") -> pd.DataFrame:
@@ -298,8 +298,7 @@ def fit_trials(
             else:
                 skipped.append(str(err))
     if too_small:
-        shown = ", ".join(too_small[:4]) + (", ..." if len(too_small) > 4 else "")
-        skipped.append(f"compute frontier: {len(too_small)} group(s) with fewer than 3 distinct train_flops: {shown}")
+        skipped.append(_too_small("compute frontier", "train_flops", too_small))
 
     def attempt(what: str, make):
         try:
